@@ -27,3 +27,34 @@ __all__ = [
     "spacing_from_affine",
     "suv_bw_conversion",
 ]
+
+from monai_fusion.io.dicom_writer import ReferenceSeries, write_dicom_series, write_rgb_dicom
+from monai_fusion.io.monai_writers import (
+    DicomSeriesImageWriter,
+    NiftiImageWriter,
+    NrrdImageWriter,
+    RgbDicomImageWriter,
+    RgbNiftiImageWriter,
+    RgbNrrdImageWriter,
+    register_dicom_writer,
+)
+from monai_fusion.io.writers import write_nifti, write_nrrd, write_rgb_nifti, write_rgb_nrrd
+
+register_dicom_writer()
+
+__all__ += [
+    "DicomSeriesImageWriter",
+    "NiftiImageWriter",
+    "NrrdImageWriter",
+    "ReferenceSeries",
+    "RgbDicomImageWriter",
+    "RgbNiftiImageWriter",
+    "RgbNrrdImageWriter",
+    "register_dicom_writer",
+    "write_dicom_series",
+    "write_nifti",
+    "write_nrrd",
+    "write_rgb_dicom",
+    "write_rgb_nifti",
+    "write_rgb_nrrd",
+]

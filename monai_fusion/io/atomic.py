@@ -20,7 +20,7 @@ from monai_fusion.errors import OutputError
 __all__ = ["atomic_file", "atomic_directory", "prepare_parent"]
 
 
-def prepare_parent(path: str | os.PathLike) -> Path:
+def prepare_parent(path: str | os.PathLike, is_folder: bool = False) -> Path:
     """Create ``path``'s parent folder if needed and check we may write there."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
@@ -30,7 +30,7 @@ def prepare_parent(path: str | os.PathLike) -> Path:
         raise OutputError(f"cannot create output folder {parent}: {_reason(err)}; choose another output path") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {parent}: permission denied; choose another output path")
-    if path.is_dir():
+    if path.is_dir() and not is_folder:
         raise OutputError(f"{path} is a folder; give a file name for this output")
     return path
 
@@ -87,7 +87,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise OutputError(f"{path} exists and is not a folder; choose another output path")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise OutputError(f"output folder {path} is not empty; remove it or allow overwriting")
-    prepare_parent(path)
+    prepare_parent(path, is_folder=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp

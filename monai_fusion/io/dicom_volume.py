@@ -70,8 +70,9 @@ def _functional_group(header: Dataset, frame: int, sequence: str) -> Dataset | N
     """First item of a functional-group macro for a frame: per-frame first, then shared."""
     for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
         seq = header.get(groups)
-        if seq and len(seq) > index and sequence in seq[index] and len(seq[index][sequence]):
-            return seq[index][sequence][0]
+        macro = seq[index].get(sequence) if seq and len(seq) > index else None
+        if macro:
+            return macro[0]
     return None
 
 
