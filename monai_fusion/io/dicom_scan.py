@@ -83,10 +83,24 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def _looks_truncated(header: Dataset) -> bool:
+    """pydicom reads truncated files leniently; a Part 10 file missing its identity or, for an
+    image storage class, its image size, was cut short."""
+    if "SOPInstanceUID" not in header or "SOPClassUID" not in header:
+        return True
+    name = getattr(header.SOPClassUID, "name", "")
+    return "Image Storage" in name and ("Rows" not in header or "Columns" not in header)
+
+
 def _read_header(path: Path) -> Dataset | None:
     """Header without pixel data; ``None`` for a file that is not DICOM at all."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if is_dicom_file(path) and _looks_truncated(header):
+            raise InputError(f"{path} looks like DICOM but its header is incomplete; the file may be truncated")
+        return header
+    except InputError:
+        raise
     except InvalidDicomError:
         if is_dicom_file(path):
             raise InputError(f"{path} looks like DICOM but its header cannot be read; the file may be truncated") from None

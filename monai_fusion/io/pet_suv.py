@@ -28,6 +28,10 @@ from typing import Sequence
 
 from pydicom.dataset import Dataset
 
+#: With times only, an injection "after" the scan is read as the day before only if that gives
+#: an uptake time this short; anything else is a data error, not a midnight crossing.
+_MAX_MIDNIGHT_GAP_S = 12 * 3600
+
 __all__ = ["SuvConversion", "suv_bw_conversion", "parse_dicom_datetime"]
 
 
@@ -133,8 +137,8 @@ def suv_bw_conversion(headers: Sequence[Dataset]) -> SuvConversion:
     if injected is None or start is None:
         return SuvConversion(None, stored, "injection or scan start time is missing")
     elapsed = (start - injected).total_seconds()
-    if elapsed < 0 and not radiopharmaceutical.get("RadiopharmaceuticalStartDateTime") and elapsed > -86400:
-        elapsed += 86400.0  # injection before midnight, scan after: only times were recorded
+    if elapsed < 0 and not radiopharmaceutical.get("RadiopharmaceuticalStartDateTime") and elapsed + 86400 <= _MAX_MIDNIGHT_GAP_S:
+        elapsed += 86400.0  # only times were recorded: injected before midnight, scanned after
     if elapsed < 0:
         return SuvConversion(None, stored, "injection time is after the scan start")
     decayed_dose = dose_bq * math.exp(-math.log(2.0) * elapsed / half_life_s)
