@@ -149,7 +149,7 @@ def synthetic_series(tmp_path):
                                            frame_uid=frame_uid, modality=modality, slope=slopes[k],
                                            intercept=intercept, instance=k + 1, series_number=series_number,
                                            extra=extra))
-        names = [f"{n:04d}.dcm" for n in random.Random(7).sample(range(1000), len(datasets))]
+        names = [f"s{series_number}_{n:04d}.dcm" for n in random.Random(7).sample(range(1000), len(datasets))]
         for ds, name in zip(datasets, names):
             ds.save_as(folder / name, enforce_file_format=True)
         values = stored.astype(np.float64) * np.asarray(slopes)[:, None, None] + intercept

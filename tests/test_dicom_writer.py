@@ -117,6 +117,18 @@ def test_oblique_grid_without_reference_makes_a_new_anonymous_study(tmp_path, dc
     assert run_dciodvfy(dciodvfy, files[0])[0] == []
 
 
+def test_left_handed_grid_comes_back_with_slices_reversed_at_the_same_world_points(tmp_path):
+    t1 = load_image(shared_path("templates", "T1.nii"))  # LAS: left-handed
+    write_dicom_series(t1, tmp_path / "t1", modality="MR")
+    back = load_image(tmp_path / "t1")
+    # DICOM stores no slice order: the reader stacks along row x column, which here is inferior
+    reverse_k = np.eye(4)
+    reverse_k[2, 2], reverse_k[2, 3] = -1, t1.shape[-1] - 1
+    np.testing.assert_allclose(back.affine.numpy() @ reverse_k, t1.affine.numpy(), atol=1e-4)
+    step = float(pydicom.dcmread(sorted((tmp_path / "t1").iterdir())[0], stop_before_pixels=True).RescaleSlope)
+    assert float(np.abs(back.numpy()[..., ::-1] - t1.numpy()).max()) <= step / 2 + 1e-7
+
+
 def test_reference_can_be_a_folder_files_or_headers(real_ct, tmp_path):
     folder = shared_path("mridir", "ct")
     small = MetaTensor(torch.zeros(1, 4, 4, 2), affine=real_ct.affine)

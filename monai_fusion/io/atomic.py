@@ -17,21 +17,27 @@ from typing import Iterator
 
 from monai_fusion.errors import OutputError
 
-__all__ = ["atomic_file", "atomic_directory", "prepare_parent"]
+__all__ = ["atomic_file", "atomic_directory", "prepare_parent", "ensure_folder"]
 
 
 def prepare_parent(path: str | os.PathLike, is_folder: bool = False) -> Path:
     """Create ``path``'s parent folder if needed and check we may write there."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create output folder {parent}: {_reason(err)}; choose another output path") from None
+    parent = ensure_folder(path.parent if str(path.parent) else Path("."))
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {parent}: permission denied; choose another output path")
     if path.is_dir() and not is_folder:
         raise OutputError(f"{path} is a folder; give a file name for this output")
+    return path
+
+
+def ensure_folder(path: str | os.PathLike) -> Path:
+    """Create an output folder (and parents), or say in one line why it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output folder {path}: {_reason(err)}; choose another output path") from None
     return path
 
 

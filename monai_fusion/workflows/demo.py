@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from monai_fusion.errors import InputError
+from monai_fusion.io.atomic import atomic_file, ensure_folder
 from monai_fusion.io import (
     load_image,
     write_dicom_series,
@@ -73,54 +74,50 @@ def _simulated_tracer(grey: np.ndarray, white: np.ndarray, voxel_mm: float) -> n
     return uptake / max(float(uptake.max()), 1e-6)
 
 
-def _flip_to_match(read_back, original):
+def _in_original_order(read_back, shape, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DICOM has no slice order: a left-handed grid comes back with k reversed; undo that."""
-    if np.allclose(read_back.affine.numpy(), original.affine.numpy(), atol=1e-3):
-        return read_back.numpy(), read_back.affine.numpy()
-    flip = np.eye(4)
-    flip[2, 2], flip[2, 3] = -1, original.shape[-1] - 1
-    return np.flip(read_back.numpy(), -1), read_back.affine.numpy() @ flip
+    values, back_affine = read_back.numpy(), read_back.affine.numpy()
+    if np.allclose(back_affine, affine, atol=1e-3):
+        return values, back_affine
+    reverse_k = np.eye(4)
+    reverse_k[2, 2], reverse_k[2, 3] = -1, shape[-1] - 1
+    return np.flip(values, -1), back_affine @ reverse_k
 
 
 def run_demo(out_dir: str | Path = "demo-output", overwrite: bool = True) -> DemoResult:
     """Build the demo case, write it in every format, read it back, and measure the round trips."""
     start = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = ensure_folder(out_dir)
     t1_nifti, grey_nifti, white_nifti = _mni152_images()
-    out_dir.mkdir(parents=True, exist_ok=True)
     source = out_dir / "mni152_t1_source.nii.gz"
-    t1_nifti.to_filename(str(source))
+    with atomic_file(source) as tmp:
+        t1_nifti.to_filename(str(tmp))
     t1 = load_image(source, modality="MR")
+    affine = t1.affine.numpy()
     tracer = _simulated_tracer(np.asarray(grey_nifti.dataobj, dtype=float), np.asarray(white_nifti.dataobj, dtype=float), 1.0)
     colour = hot_colour_map(tracer)
-
+    grey = t1.numpy()
     rows = []
 
-    def record(name: str, kind: str, read_back, expected, expected_affine) -> None:
-        values, affine = _flip_to_match(read_back, expected)
+    def check(name: str, kind: str, expected: np.ndarray) -> None:
+        values, back_affine = _in_original_order(load_image(out_dir / name), expected.shape, affine)
         rows.append({
             "output": name, "kind": kind,
-            "affine_error": float(np.abs(affine - expected_affine).max()),
-            "voxel_error": float(np.abs(values.astype(float) - np.asarray(expected, dtype=float)).max()),
+            "affine_error": float(np.abs(back_affine - affine).max()),
+            "voxel_error": float(np.abs(values.astype(float) - expected.astype(float)).max()),
         })
 
     write_nifti(t1, out_dir / "t1.nii.gz")
-    record("t1.nii.gz", "NIfTI float32", load_image(out_dir / "t1.nii.gz"), t1, t1.affine.numpy())
+    check("t1.nii.gz", "NIfTI float32", grey)
     write_nrrd(t1, out_dir / "t1.nrrd")
-    record("t1.nrrd", "NRRD float32 (Slicer)", load_image(out_dir / "t1.nrrd"), t1, t1.affine.numpy())
+    check("t1.nrrd", "NRRD float32 (Slicer)", grey)
     write_dicom_series(t1, out_dir / "t1_dicom", modality="MR", overwrite=overwrite,
                        series_description="MNI152 T1 (demo)", derivation_description="nilearn MNI152 2009c T1 template")
-    record("t1_dicom/", "DICOM MR derived series", load_image(out_dir / "t1_dicom"), t1, t1.affine.numpy())
-    write_rgb_nrrd(colour, out_dir / "simulated_pet_colour.nrrd", affine=t1.affine)
-    colour_image = load_image(out_dir / "simulated_pet_colour.nrrd")
-    record("simulated_pet_colour.nrrd", "NRRD RGB-color", colour_image, colour_image, t1.affine.numpy())
-    rows[-1]["voxel_error"] = float(np.abs(colour_image.numpy().astype(int) - colour).max())
-    write_rgb_dicom(colour, out_dir / "simulated_pet_colour.dcm", affine=t1.affine,
+    check("t1_dicom", "DICOM MR derived series", grey)
+    write_rgb_nrrd(colour, out_dir / "simulated_pet_colour.nrrd", affine=affine)
+    check("simulated_pet_colour.nrrd", "NRRD RGB-color", colour)
+    write_rgb_dicom(colour, out_dir / "simulated_pet_colour.dcm", affine=affine,
                     series_description="simulated PET colour (demo)",
                     derivation_description="SIMULATED tracer map from nilearn MNI152 tissue maps, hot colour map")
-    colour_dicom = load_image(out_dir / "simulated_pet_colour.dcm")
-    values, affine = _flip_to_match(colour_dicom, t1)
-    rows.append({"output": "simulated_pet_colour.dcm", "kind": "DICOM multi-frame RGB SC",
-                 "affine_error": float(np.abs(affine - t1.affine.numpy()).max()),
-                 "voxel_error": float(np.abs(values.astype(int) - colour).max())})
+    check("simulated_pet_colour.dcm", "DICOM multi-frame RGB SC", colour)
     return DemoResult(out_dir=out_dir, rows=rows, seconds=time.perf_counter() - start)
