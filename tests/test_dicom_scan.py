@@ -37,6 +37,7 @@ def test_mixed_folder_without_selection_lists_the_series(mixed_folder):
     assert "\n" not in message
 
 
+@pytest.mark.filterwarnings("ignore:.*PET left in stored units")
 @pytest.mark.parametrize("selection, n_slices", [({"modality": "ct"}, 4), ({"series_number": 7}, 5)])
 def test_selection_by_modality_or_number(mixed_folder, selection, n_slices):
     assert load_image(mixed_folder, **selection).shape[-1] == n_slices

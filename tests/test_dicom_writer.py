@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from monai_fusion.errors import OutputError
 from monai_fusion.io import ReferenceSeries, load_image, write_dicom_series, write_rgb_dicom
 from monai_fusion.io.dicom_writer import encode_pixels
-from tests.conftest import run_dciodvfy, shared_path
+from tests.conftest import report_dciodvfy_warnings, run_dciodvfy, shared_path
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_every_written_ct_file_passes_dciodvfy(ct_derived, dciodvfy):
         errors, warnings = run_dciodvfy(dciodvfy, path)
         assert errors == [], f"{path.name}: {errors}"
         seen_warnings.update(warnings)
-    print("dciodvfy warnings on the derived CT series:\n  " + "\n  ".join(sorted(seen_warnings)))
+    report_dciodvfy_warnings("the derived CT series", seen_warnings)
 
 
 def test_float_mr_volume_round_trips_within_rescale_precision(real_mr, tmp_path, dciodvfy):
@@ -83,7 +83,7 @@ def test_float_mr_volume_round_trips_within_rescale_precision(real_mr, tmp_path,
         errors, warnings = run_dciodvfy(dciodvfy, path)
         assert errors == [], f"{path.name}: {errors}"
         seen_warnings.update(warnings)
-    print("dciodvfy warnings on the derived MR series:\n  " + "\n  ".join(sorted(seen_warnings)))
+    report_dciodvfy_warnings("the derived MR series", seen_warnings)
 
 
 def test_rgb_multiframe_round_trip_and_dciodvfy(real_mr, tmp_path, dciodvfy):
@@ -92,7 +92,7 @@ def test_rgb_multiframe_round_trip_and_dciodvfy(real_mr, tmp_path, dciodvfy):
     path = write_rgb_dicom(rgb, tmp_path / "colour.dcm", affine=real_mr.affine, reference=real_mr.meta["dicom_files"])
     errors, warnings = run_dciodvfy(dciodvfy, path)
     assert errors == [], errors
-    print("dciodvfy warnings on the RGB object:\n  " + "\n  ".join(warnings))
+    report_dciodvfy_warnings("the RGB object", warnings)
     back = load_image(path)
     assert back.shape == (3, 512, 512, 94) and back.dtype == torch.uint8
     np.testing.assert_array_equal(back.numpy(), np.rint(rgb * 255).astype(np.uint8))

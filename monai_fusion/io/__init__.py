@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 from monai_fusion.io.dicom_writer import ReferenceSeries, write_dicom_series, write_rgb_dicom
+from monai_fusion.io.monai_reader import FusionImageReader
 from monai_fusion.io.monai_writers import (
     DicomSeriesImageWriter,
     NiftiImageWriter,
@@ -43,6 +44,7 @@ from monai_fusion.io.writers import write_nifti, write_nrrd, write_rgb_nifti, wr
 register_dicom_writer()
 
 __all__ += [
+    "FusionImageReader",
     "DicomSeriesImageWriter",
     "NiftiImageWriter",
     "NrrdImageWriter",
