@@ -84,32 +84,34 @@ def _rescale(item: Dataset | None) -> tuple[float, float]:
     return (float(slope) if slope not in (None, "") else 1.0, float(intercept) if intercept not in (None, "") else 0.0)
 
 
+def _optional_float(value) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _plane(header: Dataset, position, orientation, spacing, rescale: Dataset | None, file_index: int,
+           frame_index: int | None, thickness: float | None) -> FramePlane:
+    iop = _floats(orientation)
+    slope, intercept = _rescale(rescale)
+    return FramePlane(
+        position=_floats(position), row_cosine=iop[:3], column_cosine=iop[3:], pixel_spacing=tuple(_floats(spacing)),
+        shape=(int(header.Rows), int(header.Columns)), slope=slope, intercept=intercept, file_index=file_index,
+        frame_index=frame_index, thickness=thickness,
+    )
+
+
 def _enhanced_planes(header: Dataset, file_index: int, name: str) -> list[FramePlane]:
     planes = []
-    shape = (int(header.Rows), int(header.Columns))
     for frame in range(int(header.get("NumberOfFrames", 1) or 1)):
         position = _functional_group(header, frame, "PlanePositionSequence")
         orientation = _functional_group(header, frame, "PlaneOrientationSequence")
         measures = _functional_group(header, frame, "PixelMeasuresSequence")
         if position is None or orientation is None or measures is None or "PixelSpacing" not in measures:
             raise InputError(f"{name}: multi-frame object without plane position/orientation/pixel spacing; it has no usable geometry")
-        iop = _floats(orientation.ImageOrientationPatient)
-        slope, intercept = _rescale(_functional_group(header, frame, "PixelValueTransformationSequence"))
-        thickness = measures.get("SliceThickness")
-        planes.append(
-            FramePlane(
-                position=_floats(position.ImagePositionPatient),
-                row_cosine=iop[:3],
-                column_cosine=iop[3:],
-                pixel_spacing=tuple(_floats(measures.PixelSpacing)),
-                shape=shape,
-                slope=slope,
-                intercept=intercept,
-                file_index=file_index,
-                frame_index=frame,
-                thickness=float(thickness) if thickness not in (None, "") else None,
-            )
-        )
+        planes.append(_plane(
+            header, position.ImagePositionPatient, orientation.ImageOrientationPatient, measures.PixelSpacing,
+            _functional_group(header, frame, "PixelValueTransformationSequence"), file_index, frame,
+            _optional_float(measures.get("SliceThickness")),
+        ))
     return planes
 
 
@@ -125,20 +127,9 @@ def _nm_tomo_planes(header: Dataset, file_index: int, name: str) -> list[FramePl
     if step == 0:
         raise InputError(f"{name}: NM multi-frame object without SpacingBetweenSlices or SliceThickness")
     origin = _floats(item.ImagePositionPatient)
-    slope, intercept = _rescale(header)
+    thickness = float(header.get("SliceThickness") or step)
     return [
-        FramePlane(
-            position=origin + frame * step * normal,
-            row_cosine=iop[:3],
-            column_cosine=iop[3:],
-            pixel_spacing=tuple(_floats(header.PixelSpacing)),
-            shape=(int(header.Rows), int(header.Columns)),
-            slope=slope,
-            intercept=intercept,
-            file_index=file_index,
-            frame_index=frame,
-            thickness=float(header.get("SliceThickness") or step),
-        )
+        _plane(header, origin + frame * step * normal, iop, header.PixelSpacing, header, file_index, frame, thickness)
         for frame in range(int(header.NumberOfFrames))
     ]
 
@@ -147,21 +138,8 @@ def _classic_plane(header: Dataset, file_index: int, name: str) -> FramePlane:
     missing = [k for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing") if k not in header]
     if missing:
         raise InputError(f"{name}: no {', '.join(missing)}; the image has no patient geometry (a secondary capture?)")
-    iop = _floats(header.ImageOrientationPatient)
-    slope, intercept = _rescale(header)
-    thickness = header.get("SliceThickness")
-    return FramePlane(
-        position=_floats(header.ImagePositionPatient),
-        row_cosine=iop[:3],
-        column_cosine=iop[3:],
-        pixel_spacing=tuple(_floats(header.PixelSpacing)),
-        shape=(int(header.Rows), int(header.Columns)),
-        slope=slope,
-        intercept=intercept,
-        file_index=file_index,
-        frame_index=None,
-        thickness=float(thickness) if thickness not in (None, "") else None,
-    )
+    return _plane(header, header.ImagePositionPatient, header.ImageOrientationPatient, header.PixelSpacing, header,
+                  file_index, None, _optional_float(header.get("SliceThickness")))
 
 
 def frame_planes(headers: Sequence[Dataset], names: Sequence[str]) -> list[FramePlane]:

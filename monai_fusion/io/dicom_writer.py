@@ -227,12 +227,16 @@ def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
 
 
 def _reference_for(volume: Volume, reference) -> ReferenceSeries | None:
-    if isinstance(reference, ReferenceSeries) or reference is None and not volume.meta.get("dicom_files"):
-        return reference
+    """Resolve the ``reference`` argument; default to the DICOM files the image was read from."""
     if reference is None:
-        return ReferenceSeries.from_files(volume.meta["dicom_files"])
+        files = volume.meta.get("dicom_files")
+        return ReferenceSeries.from_files(files) if files else None
+    if isinstance(reference, ReferenceSeries):
+        return reference
     if isinstance(reference, (list, tuple)):
-        return ReferenceSeries.from_files(reference) if not isinstance(reference[0], Dataset) else ReferenceSeries.from_headers(reference)
+        if reference and isinstance(reference[0], Dataset):
+            return ReferenceSeries.from_headers(reference)
+        return ReferenceSeries.from_files(reference)
     return ReferenceSeries.from_path(reference)
 
 

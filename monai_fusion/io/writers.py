@@ -96,25 +96,29 @@ def _nrrd_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lps[:3, :3].T.copy(), lps[:3, 3].copy()  # one row per axis direction, as NRRD lists them
 
 
+def _write_nrrd(path: Path, data: np.ndarray, affine: np.ndarray, nrrd_type: str, colour: bool, compress: bool) -> Path:
+    directions, origin = _nrrd_geometry(affine)
+    header = {
+        "type": nrrd_type,
+        "dimension": data.ndim,
+        "space": "left-posterior-superior",
+        "space directions": np.vstack([np.full((1, 3), np.nan), directions]) if colour else directions,
+        "space origin": origin,
+        "kinds": (["RGB-color"] if colour else []) + ["domain"] * 3,
+        "endian": "little",
+        "encoding": "gzip" if compress else "raw",
+    }
+    with atomic_file(path) as tmp:
+        nrrd.write(str(tmp), data, header, index_order="F")
+    return path
+
+
 def write_nrrd(image, path: str | os.PathLike, affine=None, *, compress: bool = True) -> Path:
     """Write a single-channel volume as NRRD (float32, LPS space, readable by 3D Slicer)."""
     path = Path(path)
     _check_suffix(path, (".nrrd",))
     volume = as_volume(image, affine, channels=1)
-    directions, origin = _nrrd_geometry(volume.affine)
-    header = {
-        "type": "float",
-        "dimension": 3,
-        "space": "left-posterior-superior",
-        "space directions": directions,
-        "space origin": origin,
-        "kinds": ["domain", "domain", "domain"],
-        "endian": "little",
-        "encoding": "gzip" if compress else "raw",
-    }
-    with atomic_file(path) as tmp:
-        nrrd.write(str(tmp), volume.array[0].astype("<f4", copy=False), header, index_order="F")
-    return path
+    return _write_nrrd(path, volume.array[0].astype("<f4", copy=False), volume.affine, "float", False, compress)
 
 
 def write_rgb_nrrd(image, path: str | os.PathLike, affine=None, *, compress: bool = True) -> Path:
@@ -122,16 +126,4 @@ def write_rgb_nrrd(image, path: str | os.PathLike, affine=None, *, compress: boo
     path = Path(path)
     _check_suffix(path, (".nrrd",))
     volume = as_volume(image, affine, channels=3)
-    directions, origin = _nrrd_geometry(volume.affine)
-    header = {
-        "type": "uchar",
-        "dimension": 4,
-        "space": "left-posterior-superior",
-        "space directions": np.vstack([np.full((1, 3), np.nan), directions]),
-        "space origin": origin,
-        "kinds": ["RGB-color", "domain", "domain", "domain"],
-        "encoding": "gzip" if compress else "raw",
-    }
-    with atomic_file(path) as tmp:
-        nrrd.write(str(tmp), to_rgb_uint8(volume.array), header, index_order="F")
-    return path
+    return _write_nrrd(path, to_rgb_uint8(volume.array), volume.affine, "uchar", True, compress)
