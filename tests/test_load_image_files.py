@@ -113,3 +113,32 @@ def test_unknown_format_and_corrupt_files_are_input_errors(tmp_path):
     (tmp_path / "broken.nrrd").write_text("NRRD0004\ntype: float\n")
     with pytest.raises(InputError, match="cannot be read"):
         load_image(tmp_path / "broken.nrrd")
+
+
+def test_png_reads_like_monai_pil_reader(tmp_path):
+    from PIL import Image
+
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)  # 3 rows, 4 columns
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    image = load_image(tmp_path / "g.png")
+    assert image.shape == (1, 4, 3) and image.dtype.is_floating_point
+    np.testing.assert_array_equal(image[0].numpy(), grey.T)
+    np.testing.assert_array_equal(image.affine.numpy(), np.eye(4))
+    assert image.meta["spacing"] == (1.0, 1.0)
+    rgb = np.stack([grey, grey + 1, grey + 2], -1)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    colour = load_image(tmp_path / "c.png")
+    assert colour.shape == (3, 4, 3) and str(colour.dtype) == "torch.uint8"
+    np.testing.assert_array_equal(colour[2].numpy(), (grey + 2).T)
+
+
+def test_real_harvard_pet_is_rgb(tmp_path):
+    pet = load_image(shared_path("harvard", "pet-mri", "pet", "25015.png"))
+    mri = load_image(shared_path("harvard", "pet-mri", "mri", "25015.png"))
+    assert pet.shape == (3, 256, 256) and mri.shape == (1, 256, 256)
+
+
+def test_truncated_png_is_an_input_error(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(InputError, match="cannot be read as an image"):
+        load_image(tmp_path / "bad.png")

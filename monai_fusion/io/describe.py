@@ -17,14 +17,14 @@ import numpy as np
 from monai_fusion.errors import InputError
 from monai_fusion.io.dicom_scan import scan_dicom
 from monai_fusion.io.geometry import orientation_code
-from monai_fusion.io.reader import ITK_SUFFIXES, NIFTI_SUFFIXES, load_image
+from monai_fusion.io.reader import ITK_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, load_image
 
 __all__ = ["describe_path", "format_table"]
 
 
 def _is_image_file(path: Path) -> bool:
     name = path.name.lower()
-    return path.is_file() and name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES)
+    return path.is_file() and name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES + RASTER_SUFFIXES)
 
 
 def _describe_image(image) -> dict:

@@ -22,7 +22,7 @@ from monai.data import ImageReader
 
 from monai_fusion.errors import InputError
 from monai_fusion.io.dicom_scan import is_dicom_file
-from monai_fusion.io.reader import ITK_SUFFIXES, NIFTI_SUFFIXES, load_image
+from monai_fusion.io.reader import ITK_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, load_image
 
 __all__ = ["FusionImageReader"]
 
@@ -51,7 +51,7 @@ class FusionImageReader(ImageReader):
     @staticmethod
     def _supported(path: Path) -> bool:
         name = path.name.lower()
-        return path.is_dir() or name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES + (".dcm",)) or is_dicom_file(path)
+        return path.is_dir() or name.endswith(NIFTI_SUFFIXES + ITK_SUFFIXES + RASTER_SUFFIXES + (".dcm",)) or is_dicom_file(path)
 
     def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs):
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)

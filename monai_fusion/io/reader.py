@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".vtk")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _NONFINITE_POLICIES = ("error", "keep", "zero")
 _DEFAULT_UNITS = {"CT": "HU", "NM": "counts", "MR": "arbitrary"}
 
@@ -70,7 +71,8 @@ def load_image(
     """Read an image volume with its geometry and metadata.
 
     Args:
-        path: NIfTI/NRRD/MHA file, DICOM file, or folder holding DICOM series.
+        path: NIfTI/NRRD/MHA file, DICOM file, folder holding DICOM series, or a 2D PNG/JPEG/TIFF
+            (returned as ``(C, I, J)`` with an identity affine: such files have no geometry).
         series_uid, modality, series_number: choose a DICOM series when a folder holds several.
             ``modality`` also labels non-DICOM images (they carry no modality of their own).
         require_3d: refuse 4D images (time series, several volumes) instead of returning them as
@@ -104,8 +106,10 @@ def load_image(
         array, meta = _read_nifti(path)
     elif suffix in ITK_SUFFIXES:
         array, meta = _read_itk(path)
+    elif suffix in RASTER_SUFFIXES:
+        array, meta = _read_raster(path)
     else:
-        raise InputError(f"{path}: unknown image format '{suffix}'; give a NIfTI, NRRD, MHA file or a DICOM file/folder")
+        raise InputError(f"{path}: unknown image format '{suffix}'; give a NIfTI, NRRD, MHA, PNG file or a DICOM file/folder")
     if modality and meta.get("modality") in (None, ""):
         meta["modality"] = modality.upper()
     return _to_metatensor(array, meta, path, require_3d, nonfinite)
@@ -122,7 +126,7 @@ def _to_metatensor(array: np.ndarray, meta: dict, path: Path, require_3d: bool, 
     if array.ndim > 4:
         raise InputError(f"{path} has {array.ndim} dimensions; only 3D volumes (optionally with channels) are supported")
     channels = array[None] if array.ndim == 3 else np.moveaxis(array, -1, 0)
-    if channels.dtype != np.uint8:
+    if not meta.get("is_rgb"):
         channels = channels.astype(np.float32, copy=False)
         bad = ~np.isfinite(channels)
         n_bad = int(bad.sum())
@@ -132,6 +136,8 @@ def _to_metatensor(array: np.ndarray, meta: dict, path: Path, require_3d: bool, 
             channels = np.where(bad, np.float32(0), channels)
             meta.setdefault("warnings", []).append(f"{n_bad} NaN/Inf voxel(s) replaced by 0")
         meta["nonfinite_voxels"] = n_bad
+    if meta.get("is_2d"):
+        channels = channels[..., 0]
     affine = torch.as_tensor(meta.pop("affine_np"), dtype=torch.float64)
     meta.update(
         {
@@ -139,7 +145,7 @@ def _to_metatensor(array: np.ndarray, meta: dict, path: Path, require_3d: bool, 
             "original_affine": affine.clone(),
             "spatial_shape": np.asarray(channels.shape[1:]),
             "space": "RAS",
-            "spacing": tuple(float(v) for v in spacing_from_affine(affine.numpy())),
+            "spacing": tuple(float(v) for v in spacing_from_affine(affine.numpy())[: channels.ndim - 1]),
             "filename_or_obj": str(path),
             "original_channel_dim": 0,
         }
@@ -183,6 +189,31 @@ def _read_itk(path: Path) -> tuple[np.ndarray, dict]:
     is_rgb = components == 3 and data.dtype == np.uint8
     meta = {"affine_np": affine_from_sitk(image), "source_format": _suffix(path).lstrip("."), "is_rgb": is_rgb, "units": "unknown"}
     return data, meta
+
+
+def _read_raster(path: Path) -> tuple[np.ndarray, dict]:
+    """2D PNG/JPEG/BMP/TIFF via Pillow, indexed like MONAI's PILReader: i along a row, j down.
+
+    Such files carry no geometry: the affine is the identity (1 mm pixels). Palette and
+    grey+alpha images are expanded to RGB / grey; alpha is dropped.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("P", "RGBA", "CMYK", "YCbCr", "LA", "PA"):
+                image = image.convert("L" if image.mode in ("LA",) else "RGB")
+            data = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"{path} cannot be read as an image ({_first_line(err)}); the file may be truncated") from None
+    is_rgb = data.ndim == 3
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    data = np.swapaxes(data, 0, 1)[:, :, None]  # (rows, cols[, 3]) -> (I=cols, J=rows, K=1[, 3])
+    if is_rgb:
+        data = data.astype(np.uint8)
+    return data, {"affine_np": np.eye(4), "source_format": path.suffix.lower().lstrip("."), "is_rgb": is_rgb,
+                  "is_2d": True, "units": "unknown"}
 
 
 def _read_dicom(path, series_uid, modality, series_number, irregular_slices, suv) -> tuple[np.ndarray, dict]:
