@@ -99,3 +99,27 @@ def test_refusals_leave_nothing_behind(tmp_path):
     with pytest.raises(OutputError, match="invertible"):
         write_nifti(np.ones((3, 3, 3)), tmp_path / "singular.nii", affine=np.zeros((4, 4)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_png_round_trip_grey_and_colour(tmp_path):
+    from monai_fusion.io import write_png
+
+    grey = load_image(shared_path("harvard", "ct-mri", "mri", "2004.png"))
+    write_png(grey, tmp_path / "g.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "g.png").numpy(), grey.numpy())
+    colour = load_image(shared_path("harvard", "pet-mri", "pet", "25015.png"))
+    write_png(colour, tmp_path / "c.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "c.png").numpy(), colour.numpy())
+    with pytest.raises(OutputError, match="do not fit 8-bit PNG"):
+        write_png(grey * 2, tmp_path / "too_bright.png")
+    with pytest.raises(OutputError, match="one 2D slice"):
+        write_png(np.zeros((1, 4, 4, 3)), tmp_path / "volume.png", affine=np.eye(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "g.png"]
+
+
+def test_2d_metatensor_writes_as_one_slice_nifti(tmp_path):
+    grey = load_image(shared_path("harvard", "ct-mri", "ct", "2004.png"))
+    write_nifti(grey, tmp_path / "g.nii.gz")
+    back = load_image(tmp_path / "g.nii.gz")
+    assert back.shape == (1, 256, 256, 1)
+    np.testing.assert_array_equal(back[..., 0].numpy(), grey.numpy())

@@ -39,7 +39,7 @@ from monai_fusion.io.monai_writers import (
     RgbNrrdImageWriter,
     register_dicom_writer,
 )
-from monai_fusion.io.writers import write_nifti, write_nrrd, write_rgb_nifti, write_rgb_nrrd
+from monai_fusion.io.writers import write_nifti, write_nrrd, write_png, write_rgb_nifti, write_rgb_nrrd
 
 register_dicom_writer()
 
@@ -56,6 +56,7 @@ __all__ += [
     "write_dicom_series",
     "write_nifti",
     "write_nrrd",
+    "write_png",
     "write_rgb_dicom",
     "write_rgb_nifti",
     "write_rgb_nrrd",

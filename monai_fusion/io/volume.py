@@ -58,6 +58,8 @@ def as_volume(image, affine=None, *, channels: int | None = None, allow_nonfinit
         array = image.detach().cpu().numpy()
     else:
         array = np.asarray(image)
+    if len(np.atleast_1d(meta.get("spatial_shape", ()))) == 2 and array.ndim == 3:
+        array = array[..., None]  # a 2D MetaTensor (C, I, J): one slice
     if array.ndim == 2:
         array = array[None, :, :, None]
     elif array.ndim == 3:

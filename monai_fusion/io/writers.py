@@ -2,6 +2,9 @@
 
 * NIfTI: float32 (or the RGB24 datatype for colour), sform **and** qform set from the affine with
   code 1 (scanner), units mm. A sheared affine cannot be held by the qform; the sform keeps it.
+* PNG: for 2D images only (one slice), indexed like the reader (i along a row). Grey values must
+  already lie in 0..255 and are rounded to uint8; colour images as for the other RGB writers.
+  PNG has no geometry: the affine is not stored.
 * NRRD: written with pynrrd in ``left-posterior-superior`` space (what 3D Slicer writes), gzip
   encoded, ``space directions``/``space origin`` from the affine. Colour volumes are ``uchar``
   with a leading ``RGB-color`` axis, which Slicer loads as a vector (colour) volume.
@@ -23,7 +26,7 @@ from monai_fusion.io.atomic import atomic_file
 from monai_fusion.io.geometry import LPS_TO_RAS
 from monai_fusion.io.volume import as_volume
 
-__all__ = ["write_nifti", "write_nrrd", "write_rgb_nrrd", "write_rgb_nifti", "to_rgb_uint8"]
+__all__ = ["write_nifti", "write_nrrd", "write_rgb_nrrd", "write_rgb_nifti", "write_png", "to_rgb_uint8"]
 
 
 def _check_suffix(path: Path, allowed: tuple[str, ...]) -> None:
@@ -127,3 +130,31 @@ def write_rgb_nrrd(image, path: str | os.PathLike, affine=None, *, compress: boo
     _check_suffix(path, (".nrrd",))
     volume = as_volume(image, affine, channels=3)
     return _write_nrrd(path, to_rgb_uint8(volume.array), volume.affine, "uchar", True, compress)
+
+
+def write_png(image, path: str | os.PathLike, affine=None) -> Path:
+    """Write a 2D grey ``(1, I, J)`` or colour ``(3, I, J)`` image as 8-bit PNG.
+
+    Grey values outside 0..255 are refused (rescale first): silently clipping a fused image
+    would change what the metrics measure.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    _check_suffix(path, (".png",))
+    volume = as_volume(image, np.eye(4) if affine is None and not hasattr(image, "affine") else affine)
+    if volume.spatial_shape[2] != 1:
+        raise OutputError(f"{path}: PNG holds one 2D slice, got a volume of shape {volume.spatial_shape}; write NIfTI or NRRD")
+    if volume.channels == 3:
+        pixels = to_rgb_uint8(volume.array)[:, :, :, 0].transpose(2, 1, 0)
+    elif volume.channels == 1:
+        grey = volume.array[0, :, :, 0]
+        low, high = float(np.min(grey)), float(np.max(grey))
+        if low < -0.5 or high > 255.5:
+            raise OutputError(f"{path}: grey values {low:.4g}..{high:.4g} do not fit 8-bit PNG; rescale to 0..255 or write NIfTI")
+        pixels = np.clip(np.rint(grey), 0, 255).astype(np.uint8).T
+    else:
+        raise OutputError(f"{path}: PNG takes 1 (grey) or 3 (RGB) channels, got {volume.channels}")
+    with atomic_file(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
+    return path
