@@ -49,6 +49,64 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from monai_fusion.workflows.evaluate import cases_from_datalist, cases_from_folders, evaluate_cases, write_evaluation
+
+    if args.datalist and (args.a or args.b or args.fused):
+        raise MonaiFusionError("give either --datalist or --a/--b/--fused, not both")
+    if args.datalist:
+        cases = cases_from_datalist(args.datalist)
+    elif args.a and args.b and args.fused:
+        cases = cases_from_folders(args.a, args.b, args.fused)
+    else:
+        raise MonaiFusionError("give --datalist FILE, or all three of --a DIR --b DIR --fused DIR")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    result = evaluate_cases(cases, metrics=metrics, convention=args.convention, progress=not args.no_progress and not args.json)
+    paths = write_evaluation(result, args.out, args.convention)
+    if args.json:
+        print(json.dumps({"summary": result.summary(), "failures": result.failures,
+                          "files": {k: str(v) for k, v in paths.items()}}, indent=2))
+    else:
+        print(f"{len(result.rows)} case(s), convention '{args.convention}', {result.seconds:.1f} s\n")
+        print(result.summary_table())
+        print(f"\nper-case values: {paths['cases']}\nsummary: {paths['summary']}")
+    for failure in result.failures:
+        print(f"{PROG}: case {failure['case']} failed: {failure['error']}", file=sys.stderr)
+    if result.failures and not result.rows:
+        raise MonaiFusionError(f"no case could be evaluated ({len(result.failures)} failed)")
+    return 2 if result.failures else 0
+
+
+def _rule_option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    for convert in (int, float):
+        try:
+            return key.strip(), convert(value)
+        except ValueError:
+            pass
+    return key.strip(), {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _cmd_fuse_rule(args) -> int:
+    from monai_fusion.workflows.fuse_rule import fuse_rule_files
+
+    output = fuse_rule_files(args.a, args.b, args.out, method=args.method, weight_path=args.weight,
+                             normalize=args.normalize, clip=not args.no_clip, **dict(args.option or []))
+    summary = {"fused": str(output.fused), "weight": str(output.weight) if output.weight else None,
+               "method": output.method, "colour": output.colour, "shape": list(output.shape),
+               "mean_weight_of_a": round(output.weight_of_a, 4)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        kind = "colour (luma fused, chroma kept)" if output.colour else "grey"
+        print(f"fused {kind} with {output.method}: {output.fused}"
+              + (f"\nweight map of A: {output.weight}" if output.weight else "")
+              + f"\nmean weight of A: {output.weight_of_a:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Multimodal medical image fusion for MONAI.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -60,6 +118,35 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="NIfTI/NRRD/MHA file, DICOM file or folder")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(run=_cmd_info)
+
+    evaluate = commands.add_parser("evaluate", help="fusion-quality metrics over (A, B, fused) cases")
+    evaluate.add_argument("--a", help="folder of source-A images")
+    evaluate.add_argument("--b", help="folder of source-B images")
+    evaluate.add_argument("--fused", help="folder of fused images (matched to A and B by file name)")
+    evaluate.add_argument("--datalist", help="JSON or CSV datalist with a, b, fused (and optional case) entries")
+    evaluate.add_argument("--out", default="evaluation", help="output folder for metrics.csv and summary.csv")
+    evaluate.add_argument("--metrics", help="comma-separated metric names (default: all)")
+    evaluate.add_argument("--convention", default="default",
+                          help="metric convention: 'default' or 'benchmark' (reproduces CDDFuse-era tables)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    from monai_fusion.workflows.fuse_rule import NORMALISATIONS
+
+    rule = commands.add_parser("fuse-rule", help="fuse two co-registered images with a classical rule")
+    rule.add_argument("a", help="source A (the anatomical image, e.g. MRI)")
+    rule.add_argument("b", help="source B (CT, or PET/SPECT, grey or pseudo-colour RGB)")
+    rule.add_argument("--out", required=True, help="fused image: .png (2D), .nii.gz or .nrrd")
+    rule.add_argument("--method", default="laplacian_pyramid", help="rule name (default laplacian_pyramid)")
+    rule.add_argument("--weight", help="also write the per-voxel weight of A here (.png, .nii.gz, .nrrd)")
+    rule.add_argument("--normalize", default="percentile", choices=NORMALISATIONS,
+                      help="intensity scaling of non-8-bit inputs to 0..1 (default percentile 0.5..99.5)")
+    rule.add_argument("--no-clip", action="store_true", help="keep fused values outside 0..1")
+    rule.add_argument("--option", action="append", type=_rule_option, metavar="KEY=VALUE",
+                      help="rule option, e.g. --option levels=3 (repeatable)")
+    rule.add_argument("--json", action="store_true", help="machine-readable output")
+    rule.set_defaults(run=_cmd_fuse_rule)
 
     demo = commands.add_parser("demo", help="run the built-in demo case (no data needed)")
     demo.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
