@@ -40,6 +40,23 @@ def pydicom_test_file(name: str) -> Path:
     return Path(path)
 
 
+def harvard_grey(path) -> np.ndarray:
+    """A Harvard PNG as grey levels: luma of RGB pseudo-colour, rounded as the CDDFuse reader does."""
+    from PIL import Image
+
+    x = np.asarray(Image.open(path)).astype(np.float64)
+    if x.ndim == 3:
+        x = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+    return np.round(x)
+
+
+def harvard_triple(task: str, functional: str, name: str):
+    """(MRI, functional, round((MRI + functional) / 2)) of one Harvard slice, skipping without data."""
+    folder = shared_path("harvard", task)
+    a, b = harvard_grey(folder / "mri" / name), harvard_grey(folder / functional / name)
+    return a, b, np.round((a + b) / 2)
+
+
 @pytest.fixture(scope="session")
 def dciodvfy():
     """Path of the dciodvfy validator (Debian package dicom3tools)."""

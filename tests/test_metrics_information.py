@@ -20,25 +20,12 @@ from monai_fusion.metrics import (
     normalized_mutual_information,
     q_ncie,
 )
+from tests.conftest import harvard_triple as _harvard_triple
 from tests.conftest import shared_path
 
 CONVENTIONS = ("default", "benchmark", "vifb")
 
 
-def _grey(path) -> np.ndarray:
-    """A Harvard PNG as grey levels: luma of RGB pseudo-colour, rounded as the CDDFuse reader does."""
-    image = pytest.importorskip("PIL.Image")
-    x = np.asarray(image.open(path)).astype(np.float64)
-    if x.ndim == 3:
-        x = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-    return np.round(x)
-
-
-def _harvard_triple(task: str, functional: str, name: str):
-    """(MRI, functional, round((MRI + functional) / 2)) of one Harvard slice."""
-    folder = shared_path("harvard", task)
-    a, b = _grey(folder / "mri" / name), _grey(folder / functional / name)
-    return a, b, np.round((a + b) / 2)
 
 
 def _halves(size: int = 32):

@@ -11,18 +11,11 @@ import pytest
 import torch
 
 from monai_fusion.metrics import average_gradient, edge_intensity, entropy, spatial_frequency, standard_deviation
+from tests.conftest import harvard_grey as _grey
 from tests.conftest import shared_path
 
 NO_REF = (entropy, standard_deviation, spatial_frequency, average_gradient, edge_intensity)
 
-
-def _grey(path) -> np.ndarray:
-    """A Harvard PNG as grey levels: luma of RGB pseudo-colour, rounded as the CDDFuse reader does."""
-    image = pytest.importorskip("PIL.Image")
-    x = np.asarray(image.open(path)).astype(np.float64)
-    if x.ndim == 3:
-        x = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-    return np.round(x)
 
 
 def _harvard_fused(task: str, functional: str, name: str) -> np.ndarray:
