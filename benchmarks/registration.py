@@ -1,0 +1,346 @@
+"""Multimodal registration: accuracy, time and memory of our torch engine, SimpleITK and elastix.
+
+    python benchmarks/registration.py                                   # everything
+    python benchmarks/registration.py --sections accuracy --seeds 3     # one section, fewer seeds
+    python benchmarks/registration.py --methods torch,elastix --sections scaling
+
+Sections (Markdown tables on stdout):
+
+``accuracy``
+    SPM/MNI templates (91x109x91, 2 mm; ../shared/data/templates), pairs T1<-CT, T1<-PET,
+    T1<-SPECT, T2<-T1 (fixed <- moving). For each seed a random known rigid transform (angle
+    5..15 deg about a random axis, translation 6.7..20 mm) or affine one (the same plus scales and
+    shears of up to 8 %) moves the moving template: cubic B-spline resampling onto its grid grown
+    by 16 voxels a side, so that nothing leaves the field of view. Each method registers the fixed
+    template to the moved one and to the *unmoved* one (the same resampling with the identity).
+    The templates were normalised to MNI space separately, so the unmoved pair is only roughly
+    aligned; the table therefore reports the **recovery** error: for every brain point ``p`` (T1 >
+    30 % of its maximum) ``|K(T_moved(p)) - T_unmoved(p)|``, which is zero when the method undoes
+    ``K`` exactly, whatever the templates' own misalignment. That misalignment is reported apart
+    as *drift*: the mean ``|T_unmoved(p) - p|``. A failure is a seed whose mean recovery error
+    exceeds 5 mm. Time: median wall time of one registration.
+
+``scaling``
+    T1<-CT rigid at 2 mm, the same upsampled (trilinear) to 1 mm (182x218x182) and to a 256^3 grid
+    (0.85 mm): median wall time of 3 registrations and peak memory of the first, each method and
+    grid in a fresh process after one warm-up registration on a tiny image (peak resident memory
+    above the process's level before the registration, sampled every 2 ms; memory the process
+    already holds and reuses does not count, so small values are floors). Extra torch rows: two intra-op threads in the optimisation loop
+    (``cpu_threads=2``), and a 2 mm working resolution (``working_spacing_mm=2``).
+
+``mridir``
+    The TCIA MRI-DIR porcine phantom, real CT (512x512x103, 0.39x0.39x2.5 mm) and T2 MR
+    (512x512x94, 0.5x0.5x2.5 mm) scanned in different positions, no ground truth: Mattes MI before
+    (as scanned, and after the moments initialisation) and after registration, time; a checkerboard
+    of the MR and the registered CT goes to docs/images/registration_mridir_checkerboard.png.
+
+Methods: ``torch`` (this engine, modality presets), ``simpleitk`` (our adapter: SimpleITK's
+ImageRegistrationMethod with its usual recipe: 50 bins, 1 % random sampling, shrink 4/2/1,
+smoothing 2/1/0 voxels, geometry-centred initialiser, regular-step gradient descent), ``elastix``
+(itk-elastix default parameter maps, unchanged but for not writing the result image; skipped when
+not installed). Every "MI" column is scored by one function for all methods
+(:func:`monai_fusion.registration.evaluate_metric` with the ``ct-mr`` preset: full resolution, same
+samples, same bins), so the values compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monai_fusion.io import load_image  # noqa: E402
+from monai_fusion.registration import AffineTransform, ImageGrid, evaluate_metric, register, resample  # noqa: E402
+from monai_fusion.registration.elastix_backend import elastix_available  # noqa: E402
+from monai_fusion.registration.evaluation import (  # noqa: E402
+    downsample,
+    foreground_points,
+    move_image,
+    random_linear_transform,
+    recovery_error,
+)
+
+DATA = Path(os.environ.get("MONAI_FUSION_DATA", REPO.parent / "shared" / "data"))
+TEMPLATES = DATA / "templates"
+PAIRS = [("T1", "CT", "ct-mr"), ("T1", "PET", "pet-mr"), ("T1", "SPECT", "spect-mr"), ("T2", "T1", "mr-mr")]
+PAD = 16
+FAILURE_MM = 5.0
+REPEATS = 3  # timed registrations per scaling measurement (the median is reported)
+CHECKERBOARD = REPO / "docs" / "images" / "registration_mridir_checkerboard.png"
+
+
+def method_options(method: str, preset: str, model: str) -> dict:
+    """Keyword arguments of ``register`` for one method."""
+    if method == "torch":
+        return {"backend": "torch", "preset": preset, "model": model}
+    if method == "simpleitk":
+        return {"backend": "simpleitk", "model": model, "bins": 50, "sampling_fraction": 0.01, "init": "geometry",
+                "levels": (4, 2, 1), "smoothing_mm": (4.0, 2.0, 0.0), "iterations": 200}
+    if method == "elastix":
+        return {"backend": "elastix", "model": model, "init": "identity"}
+    raise ValueError(method)
+
+
+class PeakMemory:
+    """Peak resident memory (MB) above the level at entry, sampled every 2 ms from /proc/self/statm."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self.page
+
+    def __enter__(self) -> "PeakMemory":
+        self.start = self._rss()
+        self.peak = self.start
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def megabytes(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def markdown(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- accuracy
+
+
+def accuracy(methods: list[str], seeds: int, kinds: list[str]) -> None:
+    images = {name: load_image(TEMPLATES / f"{name}.nii") for name in ("T1", "T2", "CT", "PET", "SPECT")}
+    points = foreground_points(images["T1"], 0.3, max_points=20000)
+    centre = points.mean(axis=0)
+    identity = AffineTransform.identity(3)
+    rows = []
+    for kind in kinds:
+        for fixed_name, moving_name, preset in PAIRS:
+            fixed, moving = images[fixed_name], images[moving_name]
+            unmoved_image = move_image(moving, identity, pad=PAD)
+            knowns = [random_linear_transform(seed, kind, centre) for seed in range(seeds)]
+            moved_images = [move_image(moving, known, pad=PAD) for known in knowns]
+            for method in methods:
+                options = method_options(method, preset, kind)
+                unmoved = register(fixed, unmoved_image, **options)
+                errors, times, converged = [], [], int(unmoved.converged)
+                for known, moved_image in zip(knowns, moved_images):
+                    result = register(fixed, moved_image, **options)
+                    errors.append(recovery_error(result.transform, known, unmoved.transform, points))
+                    times.append(result.seconds)
+                    converged += int(result.converged)
+                means = np.array([e.mean() for e in errors])
+                drift = np.linalg.norm(unmoved.transform.map_numpy(points) - points, axis=1).mean()
+                rows.append({
+                    "pair": f"{fixed_name} <- {moving_name}", "known": kind, "method": method,
+                    "mean TRE (mm)": f"{means.mean():.3f}", "worst seed mean": f"{means.max():.3f}",
+                    "max TRE (mm)": f"{max(e.max() for e in errors):.3f}",
+                    "failures": f"{int((means > FAILURE_MM).sum())}/{seeds}", "drift (mm)": f"{drift:.2f}",
+                    "time (s)": f"{statistics.median(times):.2f}", "converged": f"{converged}/{seeds + 1}",
+                })
+                print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    print(f"\n### Recovery of known transforms on the 2 mm templates ({seeds} seeds)\n")
+    print(markdown(rows, ["pair", "known", "method", "mean TRE (mm)", "worst seed mean", "max TRE (mm)", "failures",
+                          "drift (mm)", "time (s)", "converged"]))
+
+
+# ----------------------------------------------------------------------------------------------- scaling
+
+
+def upsampled(image, shape, spacing):
+    """``image`` resampled (trilinear) on an isotropic grid of ``shape`` centred on its own centre."""
+    grid = ImageGrid.of(image)
+    centre = grid.centre()
+    affine = np.diag([-spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = centre - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
+    return resample(image, AffineTransform.identity(3), (affine, shape), mode="bilinear")
+
+
+def scaling_worker(method: str, size: str) -> dict:
+    fixed, moving = load_image(TEMPLATES / "T1.nii"), load_image(TEMPLATES / "CT.nii")
+    if size != "2mm":
+        shape, spacing = {"1mm": ((182, 218, 182), 1.0), "256": ((256, 256, 256), 218.0 / 256)}[size]
+        fixed, moving = upsampled(fixed, shape, spacing), upsampled(moving, shape, spacing)
+    centre = foreground_points(fixed, 0.3, max_points=20000).mean(axis=0)
+    moved = move_image(moving, random_linear_transform(0, "rigid", centre), pad=0)
+    options = method_options(method.split(":")[0], "ct-mr", "rigid")
+    if method == "torch:2-threads":
+        options["cpu_threads"] = 2
+    if method == "torch:working-2mm":
+        options["working_spacing_mm"] = 2.0
+    small = downsample(load_image(TEMPLATES / "T2.nii"), 4)
+    register(small, small, **options)  # warm-up on a tiny image: first-call costs (lazy imports...) are not the method's
+    with PeakMemory() as memory:
+        result = register(fixed, moved, **options)
+    seconds = [result.seconds] + [register(fixed, moved, **options).seconds for _ in range(REPEATS - 1)]
+    metric = evaluate_metric(fixed, moved, result.transform, preset="ct-mr")  # one scoring for every method
+    return {"seconds": statistics.median(seconds), "peak_mb": memory.megabytes, "metric": metric,
+            "converged": result.converged, "shape": list(fixed.shape[1:])}
+
+
+def scaling(methods: list[str]) -> None:
+    rows = []
+    variants = [m for m in methods] + (["torch:2-threads", "torch:working-2mm"] if "torch" in methods else [])
+    for size in ("2mm", "1mm", "256"):
+        for method in variants:
+            command = [sys.executable, __file__, "--worker", json.dumps([method, size])]
+            out = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+            if out.returncode != 0:
+                rows.append({"grid": size, "method": method, "time (s)": "failed: " + out.stderr.strip().splitlines()[-1][:80]})
+                continue
+            record = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"grid": "x".join(str(s) for s in record["shape"]), "method": method,
+                         "time (s)": f"{record['seconds']:.2f}", "peak memory (MB)": f"{record['peak_mb']:.0f}",
+                         "final MI": f"{record['metric']:.4f}", "converged": record["converged"]})
+            print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    print("\n### Time and memory, T1 <- CT rigid, by grid size\n")
+    print(markdown(rows, ["grid", "method", "time (s)", "peak memory (MB)", "final MI", "converged"]))
+
+
+# ------------------------------------------------------------------------------------------------ mridir
+
+
+def window(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    lo, hi = np.percentile(image[np.isfinite(image)], [low, high])
+    return np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 6) -> np.ndarray:
+    rows, cols = a.shape
+    yy, xx = np.meshgrid(np.arange(rows) * tiles // rows, np.arange(cols) * tiles // cols, indexing="ij")
+    return np.where((yy + xx) % 2 == 0, a, b)
+
+
+def save_checkerboards(panels: list[tuple[str, np.ndarray]], path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    tiles = []
+    for title, panel in panels:
+        picture = Image.fromarray((np.rot90(panel) * 255).astype(np.uint8)).convert("RGB")
+        picture = picture.resize((picture.width * 3 // 2, picture.height * 3 // 2), Image.BICUBIC)
+        ImageDraw.Draw(picture).text((8, 8), title, fill=(255, 255, 0))
+        tiles.append(picture)
+    width = sum(t.width for t in tiles) + 8 * (len(tiles) - 1)
+    canvas = Image.new("RGB", (width, max(t.height for t in tiles)), (0, 0, 0))
+    x = 0
+    for tile in tiles:
+        canvas.paste(tile, (x, 0))
+        x += tile.width + 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def mridir(methods: list[str]) -> None:
+    from monai_fusion.registration.grid import as_spatial_image
+    from monai_fusion.registration.inputs import initial_alignment
+
+    mr = load_image(DATA / "mridir" / "mr")
+    ct = load_image(DATA / "mridir" / "ct")
+    identity = AffineTransform.identity(3)
+    f, m = as_spatial_image(mr, "mr"), as_spatial_image(ct, "ct")
+    moments = initial_alignment(f, m, None, None, "moments")
+    score = {"preset": "ct-mr"}
+    rows, results = [], {}
+    base = {"as scanned": evaluate_metric(mr, ct, identity, **score), "moments": evaluate_metric(mr, ct, moments, **score)}
+    for method in methods:
+        options = method_options(method, "ct-mr", "rigid")
+        if method == "simpleitk":
+            options["init"] = "moments"
+        if method == "elastix":
+            options["init"] = "moments"
+        with PeakMemory() as memory:
+            result = register(mr, ct, **options)
+        results[method] = result
+        final = evaluate_metric(mr, ct, result.transform, **score)
+        translation = result.transform.linear_part().offset
+        rows.append({"method": method, "MI as scanned": f"{base['as scanned']:.4f}", "MI after init": f"{base['moments']:.4f}",
+                     "MI registered": f"{final:.4f}", "time (s)": f"{result.seconds:.2f}",
+                     "peak memory (MB)": f"{memory.megabytes:.0f}", "converged": result.converged,
+                     "translation (mm)": " ".join(f"{v:.1f}" for v in translation)})
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    print("\n### MRI-DIR phantom: MR (fixed) <- CT (moving), rigid, no ground truth\n")
+    print(markdown(rows, ["method", "MI as scanned", "MI after init", "MI registered", "time (s)", "peak memory (MB)",
+                          "converged", "translation (mm)"]))
+    if "torch" in results:
+        slice_k = mr.shape[3] // 2
+        mr_slice = window(mr[0, :, :, slice_k].numpy(), 1.0, 99.5)
+        before = resample(ct, identity, mr)[0, :, :, slice_k].numpy()
+        after = resample(ct, results["torch"].transform, mr)[0, :, :, slice_k].numpy()
+        body = np.argwhere(mr_slice > 0.1)  # crop to the phantom, with a margin
+        (r0, c0), (r1, c1) = np.maximum(body.min(axis=0) - 40, 0), body.max(axis=0) + 40
+        mr_slice, before, after = (a[r0:r1, c0:c1] for a in (mr_slice, before, after))
+        soft_tissue = (-200.0, 300.0)  # HU
+        ct_window = lambda image: np.clip((image - soft_tissue[0]) / (soft_tissue[1] - soft_tissue[0]), 0, 1)  # noqa: E731
+        save_checkerboards([("as scanned", checkerboard(mr_slice, ct_window(before))),
+                            ("registered (torch, rigid)", checkerboard(mr_slice, ct_window(after)))], CHECKERBOARD)
+        print(f"\nCheckerboard (MR / CT tiles, slice {slice_k} of the MR): {CHECKERBOARD.relative_to(REPO)}")
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", default="accuracy,scaling,mridir")
+    parser.add_argument("--methods", default="torch,simpleitk,elastix")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--kinds", default="rigid,affine")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads outside the optimisation loop")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        method, size = json.loads(args.worker)
+        print(json.dumps(scaling_worker(method, size)))
+        return 0
+    if not TEMPLATES.exists():
+        print(f"template data not found at {TEMPLATES} (set MONAI_FUSION_DATA); nothing to benchmark")
+        return 1
+    methods = [m for m in args.methods.split(",") if m]
+    if "elastix" in methods and not elastix_available():
+        print("itk-elastix is not installed: the elastix rows are skipped (pip install 'monai-fusion[elastix]')")
+        methods.remove("elastix")
+    print(f"# Registration benchmark\n\nCPU: {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({args.threads} threads outside the optimisation loop), load average {os.getloadavg()[0]:.2f} at start")
+    sections = args.sections.split(",")
+    if "accuracy" in sections:
+        accuracy(methods, args.seeds, args.kinds.split(","))
+    if "scaling" in sections:
+        scaling(methods)
+    if "mridir" in sections:
+        mridir(methods)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

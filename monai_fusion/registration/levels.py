@@ -1,0 +1,179 @@
+"""What one pyramid level of a registration needs: images, fixed samples, histogram ranges.
+
+:class:`LevelData` is built once per level (and reused by every stage): the fixed and moving
+images at that level, the fixed sample points in world coordinates with their fixed intensities
+already turned into histogram bin coordinates, the moving image's bin mapping, and the matrix
+from world to moving voxel indices. :meth:`LevelData.evaluate` is the objective: Mattes MI of
+the fixed samples against the moving image at the transformed points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from monai_fusion.registration.grid import SpatialImage
+from monai_fusion.registration.interpolation import grid_sample_points, sample_linear
+from monai_fusion.registration.mattes import BinMapping, fixed_parzen_terms, joint_histogram, mutual_information
+from monai_fusion.registration.pyramid import LevelSpec, pool_factors, smooth_and_shrink
+from monai_fusion.registration.settings import RegistrationSettings
+
+__all__ = ["LevelData", "build_level", "draw_sample_indices", "intensity_range", "pool_mask"]
+
+#: Histogram resolution of the intensity percentiles, and how many voxels at most they look at.
+_PERCENTILE_BINS = 4096
+_PERCENTILE_VOXELS = 250_000
+
+
+@dataclass
+class LevelData:
+    """Everything the objective needs at one pyramid level (all tensors on the working device)."""
+
+    spec: LevelSpec
+    fixed: SpatialImage
+    moving: SpatialImage
+    moving_mask: torch.Tensor | None
+    points: torch.Tensor  # (N, D) fixed-world sample positions, mm
+    points_h: torch.Tensor  # (N, D + 1) the same, homogeneous
+    fixed_terms: tuple[torch.Tensor, torch.Tensor]  # fixed Parzen rows and weights, (K, N) each
+    moving_bins: BinMapping
+    to_moving_normalised: tuple[torch.Tensor, torch.Tensor]  # (A, b): grid_sample coordinates = A @ world + b
+    bins: int
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.points.shape[0])
+
+    def evaluate(self, mapped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(MI, overlap)`` for the sample points mapped into the moving world (``(N, D)``).
+
+        ``overlap`` is the fraction of samples that land inside the moving image (and mask).
+        """
+        linear, offset = self.to_moving_normalised
+        return self._score(mapped @ linear.T + offset)
+
+    def evaluate_affine(self, matrix: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`evaluate` for a linear transform ``x -> matrix x + offset``, in one matrix product."""
+        to_linear, to_offset = self.to_moving_normalised
+        combined = torch.cat((to_linear @ matrix, (to_linear @ offset + to_offset)[:, None]), dim=1)  # (D, D+1)
+        return self._score(self.points_h @ combined.T)
+
+    def _score(self, normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fixed_terms = self.fixed_terms
+        weight = (normalised.detach().abs().amax(dim=1) <= 1.0 + 1e-6).to(normalised.dtype)
+        if self.moving_mask is not None:
+            weight = weight * (grid_sample_points(self.moving_mask[None], normalised.detach(), mode="nearest")[0] > 0.5)
+        values = grid_sample_points(self.moving.data[None], normalised, padding_mode="border")[0]
+        joint = joint_histogram(fixed_terms, self.moving_bins(values), weight, self.bins)
+        return mutual_information(joint), weight.mean()
+
+
+def pool_mask(mask: torch.Tensor | None, image: SpatialImage, level: SpatialImage, spec: LevelSpec) -> torch.Tensor | None:
+    """A mask on ``level``'s grid: the fraction of mask voxels in each pooled voxel, thresholded at 1/2."""
+    if mask is None:
+        return None
+    factors = pool_factors(image.grid, spec.spacing_mm)
+    mask = mask.to(torch.float32)
+    if any(f > 1 for f in factors):
+        pool = F.avg_pool3d if mask.ndim == 3 else F.avg_pool2d
+        mask = pool(mask[None, None], kernel_size=factors, stride=factors)[0, 0]
+    return (mask > 0.5).to(torch.float32)
+
+
+def intensity_range(data: torch.Tensor, mask: torch.Tensor | None, percentiles) -> tuple[float, float]:
+    """Low/high intensity percentiles of ``data`` (inside ``mask``), to 1/4096 of the intensity range.
+
+    A histogram instead of a sort keeps this linear in the number of voxels (256**3 volumes).
+    """
+    values = data.reshape(-1) if mask is None else data.reshape(-1)[mask.reshape(-1) > 0.5]
+    if values.numel() == 0:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    lo_p, hi_p = percentiles
+    if hi <= lo or (lo_p <= 0 and hi_p >= 100):
+        return lo, hi
+    stride = max(1, values.numel() // _PERCENTILE_VOXELS)  # a regular subset is plenty for a percentile
+    counts = torch.histc(values[::stride].to(torch.float32), bins=_PERCENTILE_BINS, min=lo, max=hi).to(torch.float64).cpu()
+    cumulative = torch.cumsum(counts, 0) / counts.sum()
+    width = (hi - lo) / _PERCENTILE_BINS
+    low = lo + width * int(torch.searchsorted(cumulative, torch.tensor(lo_p / 100.0, dtype=torch.float64))) if lo_p > 0 else lo
+    high = lo + width * (int(torch.searchsorted(cumulative, torch.tensor(hi_p / 100.0, dtype=torch.float64))) + 1)
+    return (low, min(high, hi)) if min(high, hi) > low else (lo, hi)
+
+
+def draw_sample_indices(level: SpatialImage, mask: torch.Tensor | None, settings: RegistrationSettings,
+                        generator: torch.Generator) -> torch.Tensor:
+    """Continuous voxel indices ``(N, D)`` of the fixed samples at one level (float32, CPU).
+
+    ``"random"`` picks voxels (inside the mask) uniformly with replacement and moves each by a
+    random sub-voxel offset, so that samples do not sit on the grid shared by both images (the
+    interpolation artefact that pulls mutual information towards whole-voxel shifts).
+    """
+    shape = level.grid.shape
+    dims = len(shape)
+    candidates = None if mask is None else torch.nonzero(mask.reshape(-1).cpu() > 0.5)[:, 0]
+    n_candidates = int(np.prod(shape)) if candidates is None else candidates.numel()
+    if n_candidates == 0:
+        return torch.zeros((0, dims))
+    n = int(round(settings.sampling_fraction * n_candidates))
+    n = max(settings.min_samples, min(settings.max_samples, n))
+    strides = torch.tensor([int(np.prod(shape[a + 1:])) for a in range(dims)])
+    if settings.sampling == "full" or (settings.sampling != "regular" and n >= n_candidates):
+        chosen = torch.arange(n_candidates) if candidates is None else candidates
+        jitter = torch.zeros((chosen.numel(), dims))
+    elif settings.sampling == "regular":
+        stride = max(1, int(round((n_candidates / n) ** (1.0 / dims))))
+        start = torch.randint(stride, (dims,), generator=generator)
+        axes = [torch.arange(int(start[a]), shape[a], stride) for a in range(dims)]
+        lattice = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, dims)
+        flat = (lattice * strides).sum(dim=1)
+        chosen = flat if mask is None else flat[mask.reshape(-1).cpu()[flat] > 0.5]
+        jitter = torch.zeros((chosen.numel(), dims))
+    else:  # sorted: neighbouring samples read neighbouring memory, which keeps the interpolation cache-friendly
+        picked = torch.randint(n_candidates, (n,), generator=generator)
+        chosen = torch.sort(picked if candidates is None else candidates[picked]).values
+        jitter = torch.rand((n, dims), generator=generator) - 0.5
+    index = torch.stack([(chosen // strides[a]) % shape[a] for a in range(dims)], dim=1).to(torch.float32)
+    upper = torch.tensor([s - 1 for s in shape], dtype=torch.float32)
+    return torch.minimum((index + jitter).clamp_min(0), upper)
+
+
+def build_level(
+    fixed: SpatialImage,
+    moving: SpatialImage,
+    fixed_mask: torch.Tensor | None,
+    moving_mask: torch.Tensor | None,
+    spec: LevelSpec,
+    settings: RegistrationSettings,
+    generator: torch.Generator,
+) -> LevelData:
+    """Pyramid images, masks, samples and histogram mappings of one level."""
+    fixed_level = smooth_and_shrink(fixed, spec)
+    moving_level = smooth_and_shrink(moving, spec)
+    fixed_mask_level = pool_mask(fixed_mask, fixed, fixed_level, spec)
+    moving_mask_level = pool_mask(moving_mask, moving, moving_level, spec)
+    device = fixed_level.data.device
+    index = draw_sample_indices(fixed_level, fixed_mask_level, settings, generator).to(device)
+    fixed_values = sample_linear(fixed_level.data, index)
+    affine = torch.as_tensor(fixed_level.grid.affine, dtype=torch.float64, device=device)
+    dims = fixed.dims
+    points = (index.to(torch.float64) @ affine[:dims, :dims].T + affine[:dims, dims]).to(torch.float32)
+    fixed_lo, fixed_hi = intensity_range(fixed_level.data, fixed_mask_level, settings.intensity_percentiles)
+    moving_lo, moving_hi = intensity_range(moving_level.data, moving_mask_level, settings.intensity_percentiles)
+    to_normalised = torch.as_tensor(moving_level.grid.world_to_normalised(), dtype=torch.float32, device=device)
+    return LevelData(
+        spec=spec,
+        fixed=fixed_level,
+        moving=moving_level,
+        moving_mask=moving_mask_level,
+        points=points,
+        points_h=torch.cat((points, torch.ones_like(points[:, :1])), dim=1).contiguous(),
+        fixed_terms=fixed_parzen_terms(BinMapping(fixed_lo, fixed_hi, settings.bins)(fixed_values), settings.bins,
+                                       settings.fixed_parzen_order),
+        moving_bins=BinMapping(moving_lo, moving_hi, settings.bins),
+        to_moving_normalised=(to_normalised[:dims, :dims].contiguous(), to_normalised[:dims, dims].contiguous()),
+        bins=settings.bins,
+    )

@@ -1,0 +1,94 @@
+"""The optimisation loop of one (stage, level): maximise MI minus a regulariser, with autograd.
+
+Two optimisers, both working in the models' scaled parameters (mm for linear models):
+
+* ``"rprop"`` (iRprop-): every parameter has its own step in mm; it grows by 1.2 while the
+  gradient keeps its sign and halves when the sign flips (the optimum was stepped over). Only the
+  gradient's sign is used, so the scale of the metric does not matter, and the steps shrink
+  exactly where the optimum is. The level has converged when every step is below the minimum.
+* ``"adam"``: Adam with a step decaying geometrically from the first to the minimum step over the
+  iteration budget; converged when the objective stops improving.
+
+The loop stops early, without convergence, when the overlap between the images falls below
+``min_overlap`` or the objective becomes NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from monai_fusion.registration.levels import LevelData
+from monai_fusion.registration.result import LevelReport
+
+__all__ = ["optimise_level"]
+
+_GROW, _SHRINK = 1.2, 0.5
+
+
+def optimise_level(model, level: LevelData, *, model_name: str, iterations: int, first_step: float, min_step: float,
+                   optimizer: str, min_overlap: float, regularisation: float = 0.0) -> LevelReport:
+    """Run one optimisation; the model's parameters are updated in place."""
+    params = model.parameters
+
+    def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if hasattr(model, "matrix_offset"):  # linear: one product from fixed points to moving coordinates
+            mi, overlap = level.evaluate_affine(*model.matrix_offset())
+        else:
+            mi, overlap = level.evaluate(model.map_points(level.points))
+        loss = -mi
+        if regularisation:
+            loss = loss + regularisation * model.regulariser()
+        return loss, mi, overlap
+
+    step = [torch.full_like(p, first_step) for p in params]
+    previous = [torch.zeros_like(p) for p in params]
+    adam = torch.optim.Adam(params, lr=first_step) if optimizer == "adam" else None
+    decay = (min_step / first_step) ** (1.0 / max(iterations - 1, 1)) if adam is not None else 1.0
+    best, stall = math.inf, 0
+    metric_start = metric_end = float("nan")
+    stop, done = "max_iterations", 0
+    for iteration in range(iterations):
+        loss, mi, overlap = objective()
+        loss_value, mi_value, overlap_value = float(loss.detach()), float(mi.detach()), float(overlap)
+        if iteration == 0:
+            metric_start = mi_value
+        metric_end = mi_value
+        if not math.isfinite(loss_value):
+            stop = "the metric became NaN"
+            break
+        if overlap_value < min_overlap:
+            stop = f"overlap fell to {overlap_value:.0%} of the fixed samples (below min_overlap={min_overlap:.0%})"
+            break
+        grads = torch.autograd.grad(loss, params)
+        done = iteration + 1
+        if adam is not None:
+            for p, g in zip(params, grads):
+                p.grad = g
+            adam.step()
+            for group in adam.param_groups:
+                group["lr"] *= decay
+            improved = loss_value < best - 1e-6 * max(abs(best), 1e-3) if math.isfinite(best) else True
+            best = min(best, loss_value)
+            stall = 0 if improved else stall + 1
+            if stall >= 10:
+                stop = "converged"
+                break
+            continue
+        with torch.no_grad():
+            largest = 0.0
+            for p, g, s, prev in zip(params, grads, step, previous):
+                agreement = g * prev
+                s.copy_(torch.where(agreement > 0, s * _GROW, torch.where(agreement < 0, s * _SHRINK, s)))
+                s.clamp_(max=first_step * 4)
+                active = g != 0  # parameters the samples do not reach keep their step; ignore them
+                if bool(active.any()):
+                    largest = max(largest, float(s[active].max()))
+                g = torch.where(agreement < 0, torch.zeros_like(g), g)
+                p.sub_(torch.sign(g) * s)
+                prev.copy_(g)
+        if largest < min_step:
+            stop = "converged"
+            break
+    return LevelReport(model_name, level.spec.shrink, done, metric_start, metric_end, level.n_samples, stop)

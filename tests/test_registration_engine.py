@@ -1,0 +1,332 @@
+"""The torch registration engine: geometry conventions, Mattes MI, recovery of known transforms,
+masks, determinism, deformable models and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_fusion.errors import InputError
+from monai_fusion.io import load_image
+from monai_fusion.registration import AffineTransform, ImageGrid, register, resample, resolve_settings
+from monai_fusion.registration.deformable import exponentiate_velocity
+from monai_fusion.registration.evaluation import (
+    downsample,
+    foreground_points,
+    move_image,
+    point_error,
+    random_linear_transform,
+    recovery_error,
+)
+from monai_fusion.registration.mattes import BinMapping, mattes_mutual_information
+from monai_fusion.registration.pyramid import gaussian_smooth
+from monai_fusion.registration.spatial import CompositeTransform, DisplacementField
+from tests.conftest import shared_path
+
+FAST = {"levels": (2, 1), "seed": 0}
+
+
+def phantom_2d(size: int = 64, seed: int = 0) -> torch.Tensor:
+    """A smooth 2D image with structure at several scales (no symmetry to confuse a rigid fit)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    image = np.zeros((size, size))
+    for _ in range(12):
+        cy, cx = rng.uniform(0.2, 0.8, 2) * size
+        sy, sx = rng.uniform(0.04, 0.15, 2) * size
+        image += rng.uniform(0.3, 1.0) * np.exp(-((yy - cy) ** 2 / (2 * sy**2) + (xx - cx) ** 2 / (2 * sx**2)))
+    return torch.from_numpy(image.astype(np.float32))[None]
+
+
+def as_metatensor(data: torch.Tensor, spacing=1.0, origin=0.0) -> MetaTensor:
+    affine = torch.eye(4, dtype=torch.float64)
+    for axis in range(data.ndim - 1):
+        affine[axis, axis] = spacing
+        affine[axis, 3] = origin
+    return MetaTensor(data, affine=affine)
+
+
+@pytest.fixture(scope="module")
+def templates_4mm():
+    """T1 and CT templates average-pooled to 4 mm (45 x 54 x 45): small enough for fast tests."""
+    folder = shared_path("templates")
+    return {name: downsample(load_image(folder / f"{name}.nii"), 2) for name in ("T1", "CT")}
+
+
+# ------------------------------------------------------------------------------------------- conventions
+
+
+def test_resample_translation_moves_content_the_right_way():
+    image = torch.arange(16.0).view(1, 4, 4)
+    # T(x) = x + (1, 0): output voxel i shows input voxel i + 1
+    out = resample(image, AffineTransform.from_translation([1.0, 0.0]), image, mode="nearest")
+    assert out[0, :3].tolist() == image[0, 1:].tolist()
+    assert out[0, 3].abs().max() == 0
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensor", "metatensor"])
+def test_resample_identity_on_rotated_grid_is_exact(kind):
+    data = torch.rand(1, 9, 11, 7)
+    affine = torch.tensor([[0.0, -1.5, 0.0, 20.0], [2.0, 0.0, 0.0, -30.0], [0.0, 0.0, 2.5, -10.0], [0, 0, 0, 1]])
+    image = {"numpy": data.numpy(), "tensor": data, "metatensor": MetaTensor(data, affine=affine)}[kind]
+    out = resample(image, AffineTransform.identity(3), MetaTensor(torch.zeros(1, 9, 11, 7), affine=affine if kind == "metatensor" else torch.eye(4)))
+    assert isinstance(out, MetaTensor)
+    assert torch.allclose(out.as_tensor(), data, atol=1e-5)
+
+
+def test_resample_nearest_keeps_labels():
+    labels = (phantom_2d(32) > 0.5).float() * 3
+    transform = random_linear_transform(1, "rigid", centre=(16, 16), max_degrees=20, max_mm=4, dims=2)
+    out = resample(labels, transform, labels, mode="nearest")
+    assert set(torch.unique(out).tolist()) <= {0.0, 3.0}
+
+
+def test_grid_index_to_normalised_matches_grid_sample_convention():
+    grid = ImageGrid(np.diag([2.0, 3.0, 1.0]), (5, 7))
+    matrix = grid.index_to_normalised()
+    # index (0, 0) -> (-1, -1); index (4, 6) -> (+1, +1); the last axis comes first
+    assert np.allclose(matrix @ [0, 0, 1], [-1, -1, 1])
+    assert np.allclose(matrix @ [4, 0, 1], [-1, 1, 1])
+    assert np.allclose(matrix @ [0, 6, 1], [1, -1, 1])
+
+
+def test_gaussian_smoothing_preserves_mean_and_handles_anisotropy():
+    data = torch.rand(20, 30, 10)
+    smooth = gaussian_smooth(data, [2.0, 0.0, 1.0])
+    assert smooth.shape == data.shape
+    assert abs(float(smooth.mean() - data.mean())) < 0.01
+    assert float(smooth.std()) < float(data.std())
+
+
+# ---------------------------------------------------------------------------------------------- metric
+
+
+def test_mattes_mi_is_higher_for_related_images_and_differentiable():
+    values = torch.rand(5000)
+    mapping = BinMapping(0.0, 1.0, 32)
+    moving = (1 - values).clone().requires_grad_()  # an inverted contrast: MI, not correlation
+    related = mattes_mutual_information(values, moving, torch.ones(5000), mapping, mapping, fixed_order=3)
+    unrelated = mattes_mutual_information(values, torch.rand(5000), torch.ones(5000), mapping, mapping, fixed_order=3)
+    assert float(related.detach()) > 1.0 > 0.2 > float(unrelated)
+    (grad,) = torch.autograd.grad(related, moving)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_mattes_weights_drop_samples():
+    values = torch.rand(2000)
+    mapping = BinMapping(0.0, 1.0, 16)
+    weights = torch.zeros(2000)
+    weights[:1000] = 1
+    half = mattes_mutual_information(values, values, weights, mapping, mapping)
+    first = mattes_mutual_information(values[:1000], values[:1000], torch.ones(1000), mapping, mapping)
+    assert torch.allclose(half, first, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ recovery
+
+
+@pytest.mark.parametrize("model", ["rigid", "similarity", "affine"])
+def test_2d_registration_recovers_known_transform(model):
+    fixed = as_metatensor(phantom_2d(64), spacing=1.5)
+    centre = ImageGrid.of(fixed).centre()
+    known = random_linear_transform(3, "affine" if model == "affine" else "rigid", centre, max_degrees=10, max_mm=6,
+                                    max_scale_shear=0.04, dims=2)
+    moving = move_image(fixed, known, pad=8)
+    result = register(fixed, moving, model=model, **FAST)
+    points = foreground_points(fixed, 0.3)
+    error = point_error(known.compose(result.transform), AffineTransform.identity(2), points)
+    assert result.converged, result.reason
+    assert error.mean() < 0.5, error.mean()
+    assert result.metric_final > result.metric_initial
+    assert result.backend == "torch" and result.model == model and result.seconds > 0
+
+
+def test_3d_same_modality_recovers_known_rigid(templates_4mm):
+    fixed = templates_4mm["T1"]
+    centre = foreground_points(fixed).mean(axis=0)
+    known = random_linear_transform(11, "rigid", centre, max_degrees=12, max_mm=15)
+    moving = move_image(fixed, known, pad=4)
+    result = register(fixed, moving, model="rigid", seed=0)
+    error = point_error(known.compose(result.transform), AffineTransform.identity(3), foreground_points(fixed))
+    assert result.converged, result.reason
+    assert error.mean() < 1.0, error.mean()
+
+
+def test_3d_multimodal_recovers_known_rigid(templates_4mm):
+    """T1 (fixed) against CT: truth is the engine's own result on the unmoved pair (the templates
+    were normalised separately and are only approximately aligned)."""
+    fixed, ct = templates_4mm["T1"], templates_4mm["CT"]
+    centre = foreground_points(fixed).mean(axis=0)
+    known = random_linear_transform(5, "rigid", centre, max_degrees=12, max_mm=15)
+    unmoved = register(fixed, move_image(ct, AffineTransform.identity(3), pad=4), preset="ct-mr")
+    moved = register(fixed, move_image(ct, known, pad=4), preset="ct-mr")
+    error = recovery_error(moved.transform, known, unmoved.transform, foreground_points(fixed))
+    assert unmoved.converged and moved.converged, (unmoved.reason, moved.reason)
+    assert error.mean() < 1.0, error.mean()
+
+
+def test_geometry_is_respected_anisotropic_and_oblique_grids():
+    """The same object on two differently placed, anisotropic grids registers to the identity."""
+    fixed = as_metatensor(phantom_2d(64), spacing=1.0)
+    oblique = random_linear_transform(2, "rigid", ImageGrid.of(fixed).centre(), max_degrees=25, max_mm=5, dims=2)
+    moving = move_image(fixed, oblique, method="affine")  # exact: new affine, same voxels
+    stretched = resample(moving, AffineTransform.identity(2), (moving.affine @ torch.diag(torch.tensor(
+        [1.0, 2.0, 1.0, 1.0], dtype=torch.float64)), (64, 32)))
+    result = register(fixed, stretched, model="rigid", **FAST)
+    error = point_error(oblique.compose(result.transform), AffineTransform.identity(2), foreground_points(fixed))
+    assert error.mean() < 0.6, error.mean()
+
+
+def test_masks_select_which_object_drives_registration():
+    size = 64
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+
+    def blobs(shift_a: float, shift_b: float) -> MetaTensor:
+        a = torch.exp(-((yy - 20) ** 2 / 30 + (xx - 20 - shift_a) ** 2 / 60))
+        b = torch.exp(-((yy - 44) ** 2 / 60 + (xx - 44 - shift_b) ** 2 / 30))
+        return as_metatensor((a + 0.7 * b)[None])
+
+    fixed, moving = blobs(0, 0), blobs(3, -3)
+    mask_a = (yy < 32)[None].float()
+    mask_b = (yy >= 32)[None].float()
+    along_a = register(fixed, moving, model="translation", fixed_mask=mask_a, moving_mask=mask_a, **FAST)
+    along_b = register(fixed, moving, model="translation", fixed_mask=mask_b, moving_mask=mask_b, **FAST)
+    assert abs(along_a.transform.offset[1] - 3) < 0.3
+    assert abs(along_b.transform.offset[1] + 3) < 0.3
+
+
+def test_same_seed_same_result_and_seed_matters():
+    fixed = as_metatensor(phantom_2d(64, seed=1))
+    moving = move_image(fixed, random_linear_transform(4, "rigid", (32, 32), 8, 4, dims=2), pad=4)
+    first = register(fixed, moving, model="rigid", levels=(2, 1), seed=3)
+    second = register(fixed, moving, model="rigid", levels=(2, 1), seed=3)
+    other = register(fixed, moving, model="rigid", levels=(2, 1), seed=4)
+    assert np.array_equal(first.transform.matrix, second.transform.matrix)
+    assert not np.array_equal(first.transform.matrix, other.transform.matrix)
+    assert np.abs(first.transform.matrix - other.transform.matrix).max() < 0.05
+
+
+def test_presets_and_options_resolve():
+    settings = resolve_settings("pet-mr", bins=40)
+    assert settings.bins == 40
+    with pytest.raises(InputError, match="unknown registration preset"):
+        resolve_settings("ct-pet")
+    with pytest.raises(InputError, match="unknown registration option"):
+        resolve_settings(None, binz=40)
+    with pytest.raises(InputError, match="unknown registration model"):
+        resolve_settings(None, model="elastic")
+
+
+# ---------------------------------------------------------------------------------------- deformable
+
+
+def smooth_warp_2d(image: MetaTensor, amplitude: float = 2.5) -> tuple[MetaTensor, DisplacementField]:
+    grid = ImageGrid.of(image)
+    yy, xx = torch.meshgrid(torch.arange(grid.shape[0], dtype=torch.float32), torch.arange(grid.shape[1], dtype=torch.float32),
+                            indexing="ij")
+    field = torch.stack((amplitude * torch.sin(xx / grid.shape[1] * 2 * np.pi), amplitude * torch.cos(yy / grid.shape[0] * 2 * np.pi)))
+    warp = DisplacementField(field, grid)
+    return resample(image, warp, image), warp
+
+
+@pytest.mark.parametrize("model", ["bspline", "dense", "diffeomorphic"])
+def test_deformable_models_reduce_a_known_warp(model):
+    fixed = as_metatensor(phantom_2d(64, seed=2))
+    moving, warp = smooth_warp_2d(fixed)
+    points = foreground_points(fixed, 0.2)
+    result = register(fixed, moving, model=("translation", model), levels=(2, 1), bspline_spacing_mm=12,
+                      field_spacing_mm=4)
+    # moving(x) = fixed(warp(x)), so the registration should find T with warp(T(x)) = x
+    before = point_error(warp, AffineTransform.identity(2), points).mean()
+    after = point_error(CompositeTransform([result.transform, warp]), AffineTransform.identity(2), points).mean()
+    assert result.metric_final > result.metric_initial
+    assert after < 0.5 * before, (before, after)
+    assert result.model == f"translation+{model}"
+
+
+def test_diffeomorphic_inverse_is_exp_of_minus_velocity():
+    grid = ImageGrid(np.eye(3), (24, 24))
+    yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    velocity = torch.stack((2 * torch.sin(xx / 24 * 2 * np.pi), 2 * torch.cos(yy / 24 * 2 * np.pi)))
+    forward = DisplacementField(exponentiate_velocity(velocity, grid), grid, velocity)
+    points = torch.stack(torch.meshgrid(torch.arange(6.0, 18.0), torch.arange(6.0, 18.0), indexing="ij"), -1).reshape(-1, 2)
+    there_and_back = forward.inverse().map_points(forward.map_points(points))
+    assert float((there_and_back - points).abs().max()) < 0.05
+
+
+def test_fixed_point_inverse_of_a_displacement_field():
+    grid = ImageGrid(np.eye(3), (24, 24))
+    yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    field = DisplacementField(torch.stack((1.5 * torch.sin(xx / 24 * 2 * np.pi), torch.zeros(24, 24))), grid)
+    points = torch.stack(torch.meshgrid(torch.arange(4.0, 20.0), torch.arange(4.0, 20.0), indexing="ij"), -1).reshape(-1, 2)
+    assert float((field.inverse().map_points(field.map_points(points)) - points).abs().max()) < 0.05
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+
+
+def test_bad_input_is_refused_with_one_line():
+    image = as_metatensor(phantom_2d(32))
+    volume = MetaTensor(torch.rand(1, 16, 16, 16))
+    with pytest.raises(InputError, match="same dimension"):
+        register(image, volume)
+    with pytest.raises(InputError, match="constant"):
+        register(image, as_metatensor(torch.full((1, 32, 32), 5.0)))
+    nan = phantom_2d(32)
+    nan[0, 3, 4] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        register(image, as_metatensor(nan))
+    with pytest.raises(InputError, match="channels"):
+        register(image, as_metatensor(torch.rand(3, 32, 32)))
+    with pytest.raises(InputError, match="empty"):
+        register(image, image, fixed_mask=torch.zeros(1, 32, 32))
+    with pytest.raises(InputError, match="at least 4"):
+        register(image, MetaTensor(torch.rand(1, 32, 2)))
+
+
+def test_images_that_do_not_overlap_are_refused():
+    fixed = as_metatensor(phantom_2d(32))
+    far = as_metatensor(phantom_2d(32), origin=500.0)
+    with pytest.raises(InputError, match="do not overlap"):
+        register(fixed, far, init="identity", **FAST)
+    # centres of mass bring them together
+    assert register(fixed, far, init="moments", model="translation", **FAST).converged
+
+
+def test_a_result_that_cannot_be_trusted_says_why():
+    fixed = as_metatensor(phantom_2d(64))
+    moving = move_image(fixed, random_linear_transform(1, "rigid", (32, 32), 10, 5, dims=2), pad=4)
+    result = register(fixed, moving, model="rigid", levels=(1,), iterations=2)
+    assert not result.converged
+    assert "did not converge" in result.reason
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_gpu_follows_the_input_device():
+    fixed = as_metatensor(phantom_2d(64)).cuda()
+    moving = move_image(as_metatensor(phantom_2d(64)), random_linear_transform(1, "rigid", (32, 32), 8, 4, dims=2), pad=4)
+    result = register(fixed, moving.cuda(), model="rigid", **FAST)
+    assert result.converged
+    assert resample(moving.cuda(), result.transform, fixed).device.type == "cuda"
+
+
+def test_padding_value_is_recognised_and_left_out():
+    from monai_fusion.registration.grid import as_spatial_image
+    from monai_fusion.registration.inputs import padding_mask
+
+    ct = phantom_2d(64) * 1000 - 1000  # "HU" from -1000 up
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    outside = (yy - 32) ** 2 + (xx - 32) ** 2 > 30**2
+    ct[0][outside] = -2048  # outside the reconstruction circle
+    mask = padding_mask(as_spatial_image(ct, "ct"))
+    assert mask is not None and torch.equal(mask.bool(), ~outside)
+    assert padding_mask(as_spatial_image(phantom_2d(64), "mr")) is None  # a smooth background is not padding
+    result = register(as_metatensor(phantom_2d(64)), as_metatensor(ct), model="rigid", **FAST)
+    assert result.converged
+
+
+def test_smoothing_needs_one_value_per_level():
+    with pytest.raises(InputError, match="one smoothing_mm value per level"):
+        resolve_settings(None, levels=(4, 2, 1), smoothing_mm=(2.0, 1.0))
