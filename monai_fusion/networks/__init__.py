@@ -1,5 +1,7 @@
 """Networks: feature-extractor backbones and their weight loading, our pretrained fusion encoder,
-feature-level fusion, and small fusion networks (2D and 3D via ``spatial_dims``).
+feature-level fusion, and fusion networks (2D and 3D via ``spatial_dims``): the flagship
+:class:`DetailFusionNet` (weight map + detail residual, the bundles' network) and
+:class:`EncoderFusionNet` (siamese pretrained encoder, feature-level fusion).
 
 Example:
     >>> import torch
@@ -21,6 +23,7 @@ from monai_fusion.networks.backbones import (
     vgg_features,
 )
 from monai_fusion.networks.extractor import FeatureExtractor
+from monai_fusion.networks.detail_fusion import DetailFusionNet
 from monai_fusion.networks.feature_fusion import feature_l1_norm, feature_weight, fuse_with_features, l1_activity
 from monai_fusion.networks.fusion_encoder import (
     FeatureDecoder,
@@ -31,6 +34,8 @@ from monai_fusion.networks.fusion_encoder import (
     load_fusion_encoder,
 )
 from monai_fusion.networks.fusion_net import EncoderFusionNet
+from monai_fusion.networks.ifcnn import IFCNNStyleNet
+from monai_fusion.networks.slicewise import axial_axis, fuse_with_network, projected_weight
 from monai_fusion.networks.weights import LoadedWeights, describe_state_dict, load_backbone_weights
 
 __all__ = [
@@ -38,24 +43,29 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "VGG_CONFIGS",
+    "DetailFusionNet",
     "EncoderFusionNet",
     "FeatureDecoder",
     "FeatureExtractor",
     "FusionEncoder",
+    "IFCNNStyleNet",
     "LoadedWeights",
     "VGGFeatures",
+    "axial_axis",
     "build_backbone",
     "densenet_features",
     "describe_state_dict",
     "feature_l1_norm",
     "feature_weight",
     "fuse_with_features",
+    "fuse_with_network",
     "fusion_encoder_features",
     "fusion_encoder_weights_path",
     "inflate_to_3d",
     "l1_activity",
     "load_backbone_weights",
     "load_fusion_encoder",
+    "projected_weight",
     "resnet_features",
     "vgg_features",
 ]
