@@ -1,16 +1,22 @@
-"""``monai-fusion demo``: the I/O layer end to end on a case built only from registry packages.
+"""``monai-fusion demo``: the whole fusion pipeline on a case built only from registry packages.
 
 What is real and what is simulated:
 
 * **real**: the MNI152 2009c T1 template that nilearn ships inside its package (a population
-  average of real T1 MRI scans, 1 mm, RAS);
-* **simulated**: a "PET-like" tracer map made here from nilearn's bundled grey/white-matter
-  probability maps (uptake grey 1.0, white 0.3, smoothed to ~8 mm FWHM), shown in a hot colour
-  map as functional images are in the fusion literature. It is not a PET scan.
+  average of real T1 MRI scans), used as the MRI at ``resolution`` mm (2 by default, for speed);
+* **simulated**: a "PET" made here from nilearn's bundled grey/white-matter probability maps
+  (uptake grey 1.0, white 0.3, smoothed to ~8 mm FWHM, scaled to a peak SUV of 8). It is not a
+  PET scan. It is then *moved* by a known rigid transform (``rotation_deg`` about an oblique axis,
+  ``shift_mm``) and sampled on its own coarser grid (``pet_spacing_mm``, a smaller, shifted field
+  of view), as a PET acquired in another session would be.
 
-The demo writes the T1 as NIfTI, NRRD and a DICOM derived series (in a new anonymous study),
-the colour map as RGB NRRD and a Multi-frame True Color DICOM, then reads every output back and
-reports the largest affine and voxel differences: the geometry guarantees users rely on.
+The demo runs :func:`~monai_fusion.workflows.fuse.fuse` (``task="mri-pet"``, rigid registration,
+Laplacian pyramid, every output format), then measures
+
+* the registration error against the known transform: target registration error (mm) over the
+  brain voxels of the MRI, mean and maximum;
+* the geometry of every written image read back: the largest difference between its affine and
+  the MRI's (DICOM slices come back in their own order and are compared after reordering).
 """
 
 from __future__ import annotations
@@ -20,104 +26,122 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from monai.data import MetaTensor
 
 from monai_fusion.errors import InputError
-from monai_fusion.io.atomic import atomic_file, ensure_folder
-from monai_fusion.io import (
-    load_image,
-    write_dicom_series,
-    write_nifti,
-    write_nrrd,
-    write_rgb_dicom,
-    write_rgb_nrrd,
-)
+from monai_fusion.io import load_image
 
-__all__ = ["run_demo", "DemoResult", "hot_colour_map"]
+__all__ = ["run_demo", "DemoResult", "demo_case", "known_misalignment"]
 
 
 @dataclass
 class DemoResult:
-    """Every written output with its read-back errors."""
+    """The pipeline run, its registration error and the read-back geometry of every output."""
 
     out_dir: Path
+    run: object  # FusionRun
+    tre_mean_mm: float
+    tre_max_mm: float
     rows: list[dict]
     seconds: float
 
     def table(self) -> str:
-        header = f"{'output':<34} {'kind':<26} {'affine err (mm)':>15} {'voxel err':>10}"
+        header = f"{'output':<28} {'kind':<30} {'affine err (mm)':>15}"
         lines = [header, "-" * len(header)]
         for row in self.rows:
-            lines.append(f"{row['output']:<34} {row['kind']:<26} {row['affine_error']:>15.2e} {row['voxel_error']:>10.2e}")
+            lines.append(f"{row['output']:<28} {row['kind']:<30} {row['affine_error']:>15.2e}")
         return "\n".join(lines)
 
 
-def hot_colour_map(values: np.ndarray) -> np.ndarray:
-    """Map values in 0..1 to uint8 RGB with the classic 'hot' colour map, channel first."""
-    v = np.clip(values, 0.0, 1.0)
-    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)])
-    return np.rint(rgb * 255).astype(np.uint8)
-
-
-def _mni152_images():
+def _nilearn_images(resolution: int):
     try:
         from nilearn import datasets
     except ImportError:  # the demo extra is not installed
         raise InputError("the demo needs nilearn for its bundled MNI152 template: pip install 'monai-fusion[demo]'") from None
-    return (datasets.load_mni152_template(resolution=1), datasets.load_mni152_gm_template(resolution=1),
-            datasets.load_mni152_wm_template(resolution=1))
+    return (datasets.load_mni152_template(resolution=resolution), datasets.load_mni152_gm_template(resolution=resolution),
+            datasets.load_mni152_wm_template(resolution=resolution))
 
 
-def _simulated_tracer(grey: np.ndarray, white: np.ndarray, voxel_mm: float) -> np.ndarray:
+def _as_metatensor(nifti, **meta) -> MetaTensor:
+    data = torch.as_tensor(np.asarray(nifti.dataobj, dtype=np.float32))[None]
+    return MetaTensor(data, affine=torch.as_tensor(nifti.affine, dtype=torch.float64), meta=meta)
+
+
+def _simulated_tracer(grey: np.ndarray, white: np.ndarray, voxel_mm: float, peak_suv: float = 8.0) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     uptake = gaussian_filter(1.0 * grey + 0.3 * white, sigma=8.0 / 2.355 / voxel_mm)
-    return uptake / max(float(uptake.max()), 1e-6)
+    return (peak_suv * uptake / max(float(uptake.max()), 1e-6)).astype(np.float32)
 
 
-def _in_original_order(read_back, shape, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """DICOM has no slice order: a left-handed grid comes back with k reversed; undo that."""
-    values, back_affine = read_back.numpy(), read_back.affine.numpy()
-    if np.allclose(back_affine, affine, atol=1e-3):
-        return values, back_affine
-    reverse_k = np.eye(4)
-    reverse_k[2, 2], reverse_k[2, 3] = -1, shape[-1] - 1
-    return np.flip(values, -1), back_affine @ reverse_k
+def known_misalignment(rotation_deg: float = 8.0, shift_mm: float = 10.0, centre=(0.0, -18.0, 18.0)):
+    """The known rigid transform (fixed/MRI world -> PET world): a rotation about an oblique axis through ``centre`` plus a shift."""
+    from monai_fusion.registration.spatial import AffineTransform
+
+    axis = np.array([1.0, 0.6, 0.3]) / np.linalg.norm([1.0, 0.6, 0.3])
+    angle = np.deg2rad(rotation_deg)
+    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * skew + (1 - np.cos(angle)) * skew @ skew
+    shift = np.array([0.6, -0.64, 0.48]) / np.linalg.norm([0.6, -0.64, 0.48]) * shift_mm
+    centre = np.asarray(centre, dtype=float)
+    matrix = np.eye(4)
+    matrix[:3, :3], matrix[:3, 3] = rotation, centre - rotation @ centre + shift
+    return AffineTransform(matrix, centre, "rigid")
 
 
-def run_demo(out_dir: str | Path = "demo-output", overwrite: bool = True) -> DemoResult:
-    """Build the demo case, write it in every format, read it back, and measure the round trips."""
+def demo_case(resolution: int = 2, pet_spacing_mm: float = 3.0, rotation_deg: float = 8.0, shift_mm: float = 10.0):
+    """``(mri, pet, known)``: the real MNI152 T1, the simulated PET on its own grid, the known transform."""
+    from monai_fusion.registration import resample
+
+    t1_nifti, grey_nifti, white_nifti = _nilearn_images(resolution)
+    mri = _as_metatensor(t1_nifti, modality="MR", units="arbitrary", filename_or_obj="nilearn MNI152 2009c T1")
+    tracer = _simulated_tracer(np.asarray(grey_nifti.dataobj, float), np.asarray(white_nifti.dataobj, float), float(resolution))
+    tracer_image = MetaTensor(torch.from_numpy(tracer)[None], affine=mri.affine.clone())
+    known = known_misalignment(rotation_deg, shift_mm)
+    # The PET grid: coarser voxels and a smaller field of view (160 x 180 x 150 mm), shifted from the MRI's.
+    shape = tuple(int(round(mm / pet_spacing_mm)) for mm in (160.0, 180.0, 150.0))
+    affine = np.diag([pet_spacing_mm] * 3 + [1.0])
+    affine[:3, 3] = np.array([-80.0, -110.0, -55.0]) + np.array([3.0, -4.0, 5.0])
+    pet = resample(tracer_image, known, (affine, shape))  # PET(y) = tracer(known(y)): register must find known^-1
+    pet = MetaTensor(pet.as_tensor(), affine=torch.as_tensor(affine),
+                     meta={"modality": "PT", "units": "SUVbw", "filename_or_obj": "simulated PET"})
+    return mri, pet, known
+
+
+def _read_back_error(path: Path, reference_affine: np.ndarray, shape) -> float:
+    image = load_image(path)
+    affine = image.affine.numpy()
+    if not np.allclose(affine, reference_affine, atol=1e-3) and path.suffix in ("", ".dcm"):
+        reverse_k = np.eye(4)  # DICOM has no slice order: a left-handed grid comes back with k reversed
+        reverse_k[2, 2], reverse_k[2, 3] = -1, shape[-1] - 1
+        affine = affine @ reverse_k
+    return float(np.abs(affine - reference_affine).max())
+
+
+_KINDS = {
+    "fused": "NIfTI float32", "moving_resampled": "NIfTI float32 (SUV)", "contribution": "NIfTI float32",
+    "colour": "NIfTI RGB24", "fused_nrrd": "NRRD float32 (Slicer)", "moving_resampled_nrrd": "NRRD float32",
+    "contribution_nrrd": "NRRD float32", "colour_nrrd": "NRRD RGB-color", "fused_dicom": "DICOM MR derived series",
+    "colour_dicom": "DICOM multi-frame RGB SC",
+}
+
+
+def run_demo(out_dir: str | Path = "demo-output", overwrite: bool = True, resolution: int = 2) -> DemoResult:
+    """Build the demo case, run the pipeline, measure the registration error and the outputs' geometry."""
+    from monai_fusion.registration.evaluation import foreground_points, recovery_error
+    from monai_fusion.registration.spatial import AffineTransform
+    from monai_fusion.workflows.fuse import fuse
+
     start = time.perf_counter()
-    out_dir = ensure_folder(out_dir)
-    t1_nifti, grey_nifti, white_nifti = _mni152_images()
-    source = out_dir / "mni152_t1_source.nii.gz"
-    with atomic_file(source) as tmp:
-        t1_nifti.to_filename(str(tmp))
-    t1 = load_image(source, modality="MR")
-    affine = t1.affine.numpy()
-    tracer = _simulated_tracer(np.asarray(grey_nifti.dataobj, dtype=float), np.asarray(white_nifti.dataobj, dtype=float), 1.0)
-    colour = hot_colour_map(tracer)
-    grey = t1.numpy()
-    rows = []
-
-    def check(name: str, kind: str, expected: np.ndarray) -> None:
-        values, back_affine = _in_original_order(load_image(out_dir / name), expected.shape, affine)
-        rows.append({
-            "output": name, "kind": kind,
-            "affine_error": float(np.abs(back_affine - affine).max()),
-            "voxel_error": float(np.abs(values.astype(float) - expected.astype(float)).max()),
-        })
-
-    write_nifti(t1, out_dir / "t1.nii.gz")
-    check("t1.nii.gz", "NIfTI float32", grey)
-    write_nrrd(t1, out_dir / "t1.nrrd")
-    check("t1.nrrd", "NRRD float32 (Slicer)", grey)
-    write_dicom_series(t1, out_dir / "t1_dicom", modality="MR", overwrite=overwrite,
-                       series_description="MNI152 T1 (demo)", derivation_description="nilearn MNI152 2009c T1 template")
-    check("t1_dicom", "DICOM MR derived series", grey)
-    write_rgb_nrrd(colour, out_dir / "simulated_pet_colour.nrrd", affine=affine)
-    check("simulated_pet_colour.nrrd", "NRRD RGB-color", colour)
-    write_rgb_dicom(colour, out_dir / "simulated_pet_colour.dcm", affine=affine,
-                    series_description="simulated PET colour (demo)",
-                    derivation_description="SIMULATED tracer map from nilearn MNI152 tissue maps, hot colour map")
-    check("simulated_pet_colour.dcm", "DICOM multi-frame RGB SC", colour)
-    return DemoResult(out_dir=out_dir, rows=rows, seconds=time.perf_counter() - start)
+    mri, pet, known = demo_case(resolution=resolution)
+    run = fuse(mri, pet, task="mri-pet", method="laplacian_pyramid", registration="rigid", out_dir=out_dir,
+               formats=("nifti", "nrrd", "dicom"), overwrite=overwrite)
+    points = foreground_points(mri, threshold=0.3)
+    errors = recovery_error(run.registration.transform, known, AffineTransform.identity(3), points)
+    affine = mri.affine.numpy()
+    rows = [{"output": Path(run.outputs[name]).name, "kind": kind,
+             "affine_error": _read_back_error(Path(run.outputs[name]), affine, mri.shape[1:])}
+            for name, kind in _KINDS.items() if name in run.outputs]
+    return DemoResult(out_dir=Path(out_dir), run=run, tre_mean_mm=float(errors.mean()), tre_max_mm=float(errors.max()),
+                      rows=rows, seconds=time.perf_counter() - start)
