@@ -16,7 +16,6 @@ per-case CSV and the summary are written atomically when every case has been tri
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 from monai_fusion.errors import InputError, MonaiFusionError
 from monai_fusion.io import load_image
 from monai_fusion.io.atomic import atomic_file, ensure_folder
+from monai_fusion.workflows.datalist import read_datalist, resolve_datalist_path
 
 __all__ = ["EvaluationCase", "EvaluationResult", "cases_from_folders", "cases_from_datalist", "evaluate_cases",
            "load_grey", "case_key"]
@@ -105,34 +105,14 @@ def cases_from_folders(a_dir: str | Path, b_dir: str | Path, fused_dir: str | Pa
     return [EvaluationCase(name, a[name], b[name], fused[name]) for name in common]
 
 
-def _datalist_items(path: Path) -> list[dict]:
-    text = path.read_text()
-    if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(io.StringIO(text)))
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})") from None
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise InputError(f"{path}: a datalist dictionary needs exactly one list of cases (e.g. 'testing')")
-        data = lists[0]
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a list of cases")
-    return data
-
-
 def cases_from_datalist(path: str | Path) -> list[EvaluationCase]:
     """Triples from a JSON or CSV datalist (see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"datalist {path} does not exist; check the path")
     cases = []
-    for number, item in enumerate(_datalist_items(path), 1):
-        if not isinstance(item, dict) or not all(item.get(k) for k in ("a", "b", "fused")):
+    for number, item in enumerate(read_datalist(path), 1):
+        if not all(item.get(k) for k in ("a", "b", "fused")):
             raise InputError(f"{path}: case {number} needs 'a', 'b' and 'fused' entries")
-        paths = [Path(item[k]) if Path(item[k]).is_absolute() else path.parent / item[k] for k in ("a", "b", "fused")]
+        paths = [resolve_datalist_path(item[k], path) for k in ("a", "b", "fused")]
         cases.append(EvaluationCase(str(item.get("case") or case_key(paths[2])), *paths))
     if not cases:
         raise InputError(f"{path} lists no case")
