@@ -121,3 +121,37 @@ def test_a_bundle_config_includes_fragments_with_macros(tmp_path):
     train = parser.get_parsed_content("train_transforms")
     out = train(synthetic_pair("pet"))
     assert out["image"].shape == (2, 40, 40, 32)
+
+
+@pytest.mark.parametrize("task", ["mri_pet", "mri_spect"])
+def test_atlas_colour_to_luma_and_the_colour_product_round_trip(task):
+    """8-bit pseudo-colour in: the key keeps the luma on 0..1, and fused luma + chroma gives the colour back."""
+    key = TASKS[task][1]
+    parser = parser_for(task)
+    rng = np.random.default_rng(0)
+    rgb = torch.as_tensor(rng.integers(0, 256, (3, 24, 20)), dtype=torch.float32)
+    mri = torch.as_tensor(rng.integers(0, 256, (1, 24, 20)), dtype=torch.float32)
+    out = Compose(parser.get_parsed_content("atlas_2d") + parser.get_parsed_content("stack"))({"mri": mri, key: rgb})
+    expected_luma = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]) / 255.0
+    assert out["image"].shape == (2, 24, 20) and out[f"{key}_chroma"].shape == (2, 24, 20)
+    torch.testing.assert_close(out["image"][1], expected_luma, atol=1e-5, rtol=0)
+    product = Compose(parser.get_parsed_content("colour_product"))({"pred": out["image"][1:], f"{key}_chroma": out[f"{key}_chroma"]})
+    torch.testing.assert_close(torch.as_tensor(product["pred_rgb"]), rgb / 255.0, atol=1e-4, rtol=0)
+
+
+def test_atlas_grey_pngs_scale_to_unit_range():
+    parser = parser_for("ct_mri")
+    pair = {"mri": torch.full((1, 8, 8), 255.0), "ct": torch.zeros(1, 8, 8)}
+    out = Compose(parser.get_parsed_content("atlas_2d") + parser.get_parsed_content("stack"))(pair)
+    assert float(out["image"][0].min()) == 1.0 and float(out["image"][1].max()) == 0.0
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_yaml_twin_equals_the_json_fragment(task):
+    yaml = pytest.importorskip("yaml")
+    twin = FRAGMENTS / f"{task}.yaml"
+    assert yaml.safe_load(twin.read_text()) == json.loads((FRAGMENTS / f"{task}.json").read_text()), (
+        f"{twin.name} is out of date: regenerate it from {task}.json (transforms/README.md)")
+    parser = ConfigParser()
+    parser.read_config(twin)
+    assert len(parser.get_parsed_content("stack")) == 1

@@ -43,9 +43,9 @@ __all__ = [
 
 #: Per-task weights of the loss terms (intensity, gradient, structure, edge, perceptual).
 TASK_WEIGHTS: dict[str, dict[str, float]] = {
-    "ct-mri": {"intensity": 1.0, "gradient": 2.0, "structure": 0.5, "edge": 1.0, "perceptual": 0.0},
-    "mri-pet": {"intensity": 1.0, "gradient": 2.0, "structure": 0.5, "edge": 1.0, "perceptual": 0.0},
-    "mri-spect": {"intensity": 1.0, "gradient": 2.0, "structure": 0.5, "edge": 1.0, "perceptual": 0.0},
+    "ct-mri": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0},
+    "mri-pet": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0},
+    "mri-spect": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0},
 }
 
 

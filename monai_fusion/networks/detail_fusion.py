@@ -58,19 +58,21 @@ class DetailFusionNet(nn.Module):
     Args:
         spatial_dims: 2 or 3.
         channels: widths of the three U-Net levels (strides 1, 2, 4).
-        selection_gain: slope of the built-in ``a - b`` term of the weight logit; large values make
-            the untrained network the per-pixel maximum rule.
+        selection_gain: slope of the built-in ``a - b`` term of the weight logit: the untrained
+            network is a soft maximum rule (hard for large values). 10, the default, trains; 50 and
+            more saturate the sigmoid and the weight map stops learning (``docs/networks.md``).
 
     Example:
         >>> net = DetailFusionNet()
         >>> image = torch.rand(2, 2, 64, 64)
         >>> tuple(net(image).shape)
         (2, 1, 64, 64)
-        >>> bool(torch.allclose(net(image), torch.maximum(image[:, :1], image[:, 1:]), atol=0.02))
+        >>> hard = DetailFusionNet(selection_gain=1000.0)  # untrained, a hard start: the maximum rule
+        >>> bool(torch.allclose(hard(image), torch.maximum(image[:, :1], image[:, 1:]), atol=0.02))
         True
     """
 
-    def __init__(self, spatial_dims: int = 2, channels: Sequence[int] = (8, 16, 32), selection_gain: float = 50.0) -> None:
+    def __init__(self, spatial_dims: int = 2, channels: Sequence[int] = (8, 16, 32), selection_gain: float = 10.0) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")

@@ -114,6 +114,28 @@ def slicewise_rule(name: str, options: dict | None = None) -> FusionMethod:
     return run
 
 
+def detail_fusion_network(task: str) -> FusionMethod:
+    """Our trained :class:`~monai_fusion.networks.DetailFusionNet` for ``task``, run slice by slice
+    along the axial axis (the weights of the task's bundle, shipped in the package)."""
+    from monai_fusion.networks import fuse_with_network
+    from monai_fusion.networks.detail_fusion import load_detail_fusion
+
+    net = load_detail_fusion(task)
+
+    def run(reference_unit: torch.Tensor, other_unit: torch.Tensor) -> FusionResult:
+        a, b = _plain(reference_unit).float(), _plain(other_unit).float()
+        axis = axial_axis_of(reference_unit) if a.ndim == 4 else None
+        fused, weight = fuse_with_network(net, a, b, axis=axis)
+        return FusionResult(fused, weight)
+
+    run.method_name = "network"
+    return run
+
+
+detail_fusion_network.factory = True
+NETWORK_METHODS["network"] = detail_fusion_network
+
+
 def resolve_method(name: str, task: str) -> FusionMethod:
     """The callable for fusion method ``name`` in ``task`` (``ct-mri``, ``mri-pet``, ``mri-spect``).
 

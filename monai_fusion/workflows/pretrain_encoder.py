@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import platform
 import time
 from collections import Counter
@@ -54,6 +53,13 @@ from monai_fusion.networks.fusion_encoder import (
 )
 from monai_fusion.networks.fusion_net import EncoderFusionNet
 from monai_fusion.workflows.evaluate import load_grey
+from monai_fusion.workflows.harvard import (  # noqa: F401  (re-exported: the Harvard split lives there)
+    HARVARD_TASKS,
+    VALIDATION_PATIENTS,
+    default_data_root,
+    harvard_patient,
+    task_pairs,
+)
 
 __all__ = [
     "HARVARD_TASKS",
@@ -70,16 +76,8 @@ __all__ = [
     "transfer_experiment",
 ]
 
-HARVARD_TASKS = {"ct-mri": ("mri", "ct"), "pet-mri": ("mri", "pet"), "spect-mri": ("mri", "spect")}
-VALIDATION_PATIENTS = ("4", "30", "35", "37")
-"""Held-out Harvard patients: 37 (CT-MRI), 30 (PET-MRI), 4 and 35 (SPECT-MRI)."""
 TEMPLATES = {"T1": "MR", "T2": "MR", "PD": "MR", "PET": "PET", "SPECT": "SPECT", "CT": "CT", "Transm": "PET-transmission"}
 _HARVARD_MODALITY = {"mri": "MR", "ct": "CT", "pet": "PET", "spect": "SPECT"}
-
-
-def default_data_root() -> Path:
-    """``$MONAI_FUSION_DATA``, else ``../shared/data`` from the working directory."""
-    return Path(os.environ.get("MONAI_FUSION_DATA", Path("..") / "shared" / "data"))
 
 
 @dataclass(frozen=True)
@@ -103,19 +101,12 @@ def spread(items: Sequence, count: int | None) -> list:
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, max(count, 0)).round()]
 
 
-def harvard_patient(path: Path) -> str:
-    """The patient of a Harvard file ``<patient><3-digit slice>.png``."""
-    return path.stem[:-3]
-
-
 def harvard_pairs(data_root: Path, max_per_task: int | None = None) -> list[tuple[str, str, Path, Path]]:
     """``(task, patient, mri_path, other_path)`` for every registered Harvard pair found under ``data_root``."""
     pairs = []
-    for task, (anatomical, functional) in HARVARD_TASKS.items():
-        folder = Path(data_root) / "harvard" / task
-        found = sorted((folder / anatomical).glob("*.png"))
-        found = spread([path for path in found if (folder / functional / path.name).is_file()], max_per_task)
-        pairs += [(task, harvard_patient(path), path, folder / functional / path.name) for path in found]
+    for task in HARVARD_TASKS:
+        found = spread(task_pairs(Path(data_root) / "harvard" / task, task), max_per_task)
+        pairs += [(task, patient, mri, other) for patient, mri, other in found]
     return pairs
 
 
