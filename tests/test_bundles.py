@@ -107,7 +107,7 @@ def run_workflow(config_file, workflow_type: str, **override) -> ConfigWorkflow:
 
 @pytest.fixture(scope="module")
 def untrained_weights(tmp_path_factory) -> str:
-    """An untrained network's state dict: starts as the per-pixel maximum, so outputs are predictable."""
+    """An untrained network's state dict: a soft per-pixel maximum (hard with a large ``selection_gain``)."""
     path = tmp_path_factory.mktemp("weights") / "untrained.pt"
     torch.manual_seed(0)
     torch.save(DetailFusionNet().state_dict(), path)
@@ -173,8 +173,9 @@ def test_inference_on_a_2d_pair_writes_the_fused_png_and_the_colour_product(name
     task, other = BUNDLES[name], other_key(name)
     pair = write_pair(tmp_path / "in", task, "1001")
     out = tmp_path / "out"
+    # the shipped gain (10) is a soft maximum: a hard gain makes the untrained network the maximum rule
     run_workflow(configs(name, "inference"), "infer", bundle_root=str(bundle_root(name)), datalist=[pair],
-                 output_dir=str(out), ckpt_path=untrained_weights)
+                 output_dir=str(out), ckpt_path=untrained_weights, selection_gain=1000.0)
     fused = load_image(out / "1001_fused.png")
     mri = load_image(pair["mri"])
     assert fused.shape == mri.shape
