@@ -95,7 +95,8 @@ def _cmd_fuse(args) -> int:
     with dicomweb_inputs((fixed, moving), args.dicomweb, args.dicomweb_cache) as (fixed, moving):
         run = fuse(fixed, moving, task=task, method=args.method, registration=args.registration, out_dir=args.out,
                    formats=args.format, reference=args.reference, threads=args.threads, progress=not args.json,
-                   qc=not args.no_qc, overwrite=args.overwrite)
+                   qc=not args.no_qc, overwrite=args.overwrite,
+                   registration_options={"orientation_search": "off"} if args.no_orientation_search else None)
     stored = store_outputs(run.outputs, store_url) if store_url else None
     summary = run_summary(run) | ({"stored": stored.summary()} if stored else {})
     print(json.dumps(summary, indent=2) if args.json else format_summary(run) + (f"\n{stored.line()}" if stored else ""))
@@ -198,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--task", help="ct-mri (default with --fixed/--moving), mri-pet or mri-spect")
     fuse.add_argument("--method", default="laplacian_pyramid", help="fusion method (default laplacian_pyramid)")
     fuse.add_argument("--registration", default="rigid", help="rigid (default), affine, deformable or none")
+    fuse.add_argument("--no-orientation-search", action="store_true",
+                      help="start the registration from the scanners' pose only (default: also try the 24 "
+                           "axis-aligned rotations, for images scanned in different positions)")
     fuse.add_argument("--reference", default="fixed", choices=("fixed", "moving"), help="grid to fuse on (default fixed)")
     fuse.add_argument("--out", required=True, help="output folder (written atomically; must be new or empty)")
     fuse.add_argument("--format", default="nifti", help="output formats, comma-separated: nifti,nrrd,dicom (default nifti)")

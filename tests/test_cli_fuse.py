@@ -37,6 +37,16 @@ def test_mri_pet_json_summary(capsys, files, tmp_path):
     assert summary["registration"]["converged"] is True
     assert {"fused", "colour", "contribution", "transform", "qc", "report_html", "report"} <= set(summary["outputs"])
     assert all((tmp_path / "out" / name).exists() for name in ("fused.nii.gz", "colour.nii.gz", "qc.png", "report.json"))
+    assert summary["registration"]["start_rotation"] == "none", "an unrotated pair keeps the scanners' pose"
+
+
+def test_orientation_search_can_be_turned_off(capsys, files, tmp_path):
+    code, out, err = run_cli(capsys, "fuse", "--mri", files / "mri.nii.gz", "--pet", files / "pet.nii.gz",
+                             "--out", tmp_path / "out", "--json", "--no-qc", "--no-orientation-search")
+    assert code == 0, err
+    assert json.loads(out)["registration"]["start_rotation"] == "not searched"
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "orientation_search" not in report["registration"]
 
 
 def test_fixed_moving_task_formats_and_no_qc(capsys, files, tmp_path):

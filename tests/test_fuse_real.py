@@ -85,6 +85,17 @@ def test_mridir_report_has_no_patient_identifiers(mridir_run):
     assert report["registration"]["converged"] and report["registration"]["metric_final"] > report["registration"]["metric_initial"]
 
 
+def test_mridir_phantom_is_found_turned_180_degrees(mridir_run):
+    """The phantom was scanned in two positions: only the orientation search escapes the wrong local optimum."""
+    run, out, mr = mridir_run
+    search = run.report["registration"]["orientation_search"]
+    assert search["rotated"] and search["rotation"] == "180 degrees about the A-P axis", search
+    assert search["metric_chosen"] > 1.1 * search["metric_unrotated"]
+    assert any("scanned in different poses" in w for w in run.report["warnings"])
+    linear = np.asarray(run.report["registration"]["affine_ras"])[:3, :3]
+    np.testing.assert_allclose(np.diag(linear), [-1, 1, -1], atol=0.1)  # R-L and S-I reversed, A-P kept
+
+
 @pytest.mark.parametrize("task, functional", [("mri-pet", "PET.nii"), ("mri-spect", "SPECT.nii")])
 def test_templates_with_a_known_misalignment(task, functional, tmp_path):
     t1 = load_image(shared_path("templates", "T1.nii"))

@@ -30,12 +30,13 @@ from monai_fusion.registration.inputs import centre_of_mass, initial_alignment, 
 from monai_fusion.registration.levels import LevelData, build_level
 from monai_fusion.registration.linear import LINEAR_MODELS, LinearModel
 from monai_fusion.registration.optimise import optimise_level
+from monai_fusion.registration.orientation import SEARCH_MIN_SAMPLES, OrientationReport, search_orientation
 from monai_fusion.registration.pyramid import LevelSpec, level_specs
 from monai_fusion.registration.result import LevelReport, RegistrationResult
 from monai_fusion.registration.settings import RegistrationSettings, resolve_settings, stages_of
 from monai_fusion.registration.spatial import SpatialTransform, as_transform
 
-__all__ = ["register", "register_torch", "evaluate_metric", "adapter_result", "BACKENDS"]
+__all__ = ["register", "register_torch", "evaluate_metric", "adapter_result", "orientation_start", "BACKENDS"]
 
 BACKENDS = ("torch", "simpleitk", "elastix")
 
@@ -83,6 +84,17 @@ def register(fixed, moving, model=None, metric: str = "mattes", levels=None, *, 
         3.0
     """
     settings = resolve_settings(preset, model=model, metric=metric, levels=levels, **options)
+    orientation = None
+    if backend != "torch" and initial_transform is None and settings.orientation_search == "axes":
+        initial_transform, orientation = orientation_start(fixed, moving, settings, fixed_mask=fixed_mask,
+                                                           moving_mask=moving_mask, device=device)
+    result = _register_with(backend, fixed, moving, settings, fixed_mask, moving_mask, initial_transform, device)
+    if orientation is not None:
+        result.orientation = orientation
+    return result
+
+
+def _register_with(backend, fixed, moving, settings, fixed_mask, moving_mask, initial_transform, device):
     if backend == "torch":
         return register_torch(fixed, moving, settings, fixed_mask=fixed_mask, moving_mask=moving_mask,
                               initial_transform=initial_transform, device=device)
@@ -173,12 +185,16 @@ def register_torch(fixed, moving, settings: RegistrationSettings, *, fixed_mask=
     coarsest = pyramid.level(linear_specs[0])
     _check_initial_overlap(coarsest, start, settings)
     centre = centre_of_mass(fixed_img, fixed_mask_t)
-    radius = float(torch.sqrt(((coarsest.points - torch.as_tensor(centre, dtype=torch.float32, device=device)) ** 2)
-                              .sum(dim=1).mean()))
+    radius = _parameter_radius(coarsest, centre)
     reports: list[LevelReport] = []
-    transform = start
+    orientation = None
     with _intra_op_threads(settings.cpu_threads if device.type == "cpu" else None):
-        transform = _run_stages(stages, fixed_img, centre, radius, start, pyramid, linear_specs, settings, device, reports)
+        first = start
+        if initial_transform is None and settings.orientation_search == "axes":
+            first, orientation, searched = _search(pyramid, linear_specs, start, centre, settings, device)
+            if orientation.rotated:  # coarser levels than the search trusted could pull the new pose away again
+                linear_specs = linear_specs[searched:]
+        transform = _run_stages(stages, fixed_img, centre, radius, first, pyramid, linear_specs, settings, device, reports)
     seconds = time.perf_counter() - started
     scoring = pyramid.scoring_level()
     metric_initial = score(scoring, start)
@@ -187,8 +203,40 @@ def register_torch(fixed, moving, settings: RegistrationSettings, *, fixed_mask=
     return RegistrationResult(
         transform=transform, metric_initial=metric_initial, metric_final=metric_final,
         iterations=tuple(r.iterations for r in reports), converged=converged, reason=reason, seconds=seconds,
-        backend="torch", model="+".join(stages), levels=tuple(reports),
+        backend="torch", model="+".join(stages), levels=tuple(reports), orientation=orientation,
     )
+
+
+def _parameter_radius(level: LevelData, centre) -> float:
+    """RMS distance (mm) of the level's fixed samples from ``centre``: the linear models' parameter scale."""
+    offsets = level.points - torch.as_tensor(centre, dtype=torch.float32, device=level.points.device)
+    return float(torch.sqrt((offsets ** 2).sum(dim=1).mean()))
+
+
+def orientation_start(fixed, moving, settings: RegistrationSettings, *, fixed_mask=None, moving_mask=None,
+                      device=None) -> tuple[SpatialTransform, OrientationReport]:
+    """The initial alignment after the orientation search, for backends that take an ``initial_transform``."""
+    fixed_img, moving_img, fixed_mask_t, moving_mask_t = prepare_pair(fixed, moving, fixed_mask, moving_mask, device)
+    start = initial_alignment(fixed_img, moving_img, fixed_mask_t, moving_mask_t, settings.init)
+    pyramid = _Pyramid(fixed_img, moving_img, fixed_mask_t, moving_mask_t, settings)
+    specs = pyramid.specs(settings.levels)
+    _check_initial_overlap(pyramid.level(specs[0]), start, settings)
+    centre = centre_of_mass(fixed_img, fixed_mask_t)
+    with _intra_op_threads(settings.cpu_threads if fixed_img.data.device.type == "cpu" else None):
+        return _search(pyramid, specs, start, centre, settings, fixed_img.data.device)[:2]
+
+
+def _search(pyramid: _Pyramid, specs, start, centre, settings: RegistrationSettings, device):
+    """``(start, report, level index)``: the orientation search on the coarsest level with enough samples."""
+    for index, spec in enumerate(specs):  # coarse to fine, the order the stages build them in (same sample seeds)
+        level = pyramid.level(spec)
+        if level.n_samples >= SEARCH_MIN_SAMPLES:
+            break
+    transform, report = search_orientation(level, start, centre, _parameter_radius(level, centre),
+                                           candidates=settings.orientation_candidates,
+                                           margin=settings.orientation_margin, min_overlap=settings.min_overlap,
+                                           device=device)
+    return transform, report, index
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from monai_fusion.registration.spatial import SpatialTransform
 
@@ -43,6 +44,9 @@ class RegistrationResult:
         backend: ``"torch"``, ``"simpleitk"`` or ``"elastix"``.
         model: the model(s) run, e.g. ``"rigid"`` or ``"rigid+affine"``.
         levels: per-run details (:class:`LevelReport`).
+        orientation: what the orientation search chose
+            (:class:`~monai_fusion.registration.orientation.OrientationReport`), ``None`` when it was off.
+            ``metric_initial`` is measured at the initial alignment before that search.
     """
 
     transform: SpatialTransform
@@ -56,6 +60,7 @@ class RegistrationResult:
     model: str = ""
     metric: str = "mattes"
     levels: tuple[LevelReport, ...] = field(default_factory=tuple)
+    orientation: Any = None
 
     def summary(self) -> dict:
         """JSON-friendly record for image metadata (``meta["registration"]``)."""
@@ -74,4 +79,6 @@ class RegistrationResult:
             "affine_ras": linear.matrix.tolist(),
             "transform": self.transform.summary(),
         }
+        if self.orientation is not None:
+            record["orientation_search"] = self.orientation.summary()
         return record

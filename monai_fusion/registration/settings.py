@@ -24,6 +24,7 @@ DEFORMABLE_MODELS = ("bspline", "dense", "diffeomorphic")
 INITIALISERS = ("moments", "geometry", "identity")
 SAMPLINGS = ("random", "regular", "full")
 OPTIMIZERS = ("rprop", "adam")
+ORIENTATION_SEARCHES = ("off", "axes")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,12 @@ class RegistrationSettings:
         init: ``"moments"`` (align intensity centres of mass), ``"geometry"`` (align grid
             centres) or ``"identity"`` (trust the world coordinates); ignored when an
             ``initial_transform`` is given.
+        orientation_search: ``"off"`` or ``"axes"``: before optimising, try the 24 axis-aligned
+            rotations (4 in 2D) about the fixed centre of mass and start from a rotated pose when it
+            is clearly better (:mod:`~monai_fusion.registration.orientation`): for pairs scanned
+            in different positions. Linear starts only; ignored when ``initial_transform`` is given.
+        orientation_candidates: rotated starts refined by the search (best coarse metric first).
+        orientation_margin: relative metric gain a rotated start needs over the unrotated one.
         optimizer: ``"rprop"`` (sign-based steps in mm, per parameter, halved when the gradient
             changes sign; robust and deterministic) or ``"adam"``.
         iterations: maximum iterations per level of linear stages (one value, or one per level).
@@ -85,6 +92,9 @@ class RegistrationSettings:
     max_samples: int = 25000
     intensity_percentiles: tuple[float, float] = (0.0, 99.9)
     init: str = "moments"
+    orientation_search: str = "off"
+    orientation_candidates: int = 3
+    orientation_margin: float = 0.05
     optimizer: str = "rprop"
     iterations: int | tuple[int, ...] = 100
     deformable_iterations: int = 250
@@ -155,6 +165,11 @@ def _validate(s: RegistrationSettings) -> None:
         raise InputError(f"unknown metric {s.metric!r}; the engine implements 'mattes' (Mattes mutual information)")
     if s.init not in INITIALISERS:
         raise InputError(f"unknown init {s.init!r}; choose from {INITIALISERS}")
+    if s.orientation_search not in ORIENTATION_SEARCHES:
+        raise InputError(f"unknown orientation_search {s.orientation_search!r}; choose from {ORIENTATION_SEARCHES}")
+    if s.orientation_candidates < 0 or s.orientation_margin < 0:
+        raise InputError("orientation_candidates and orientation_margin must be >= 0, got "
+                         f"{s.orientation_candidates} and {s.orientation_margin}")
     if s.sampling not in SAMPLINGS:
         raise InputError(f"unknown sampling {s.sampling!r}; choose from {SAMPLINGS}")
     if s.optimizer not in OPTIMIZERS:

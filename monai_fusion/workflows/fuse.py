@@ -171,6 +171,13 @@ def _clean_meta_image(values: torch.Tensor, grid_image: MetaTensor, **meta) -> M
     return MetaTensor(values, meta={**base, **meta})
 
 
+#: The pipeline searches the axis-aligned starting poses (``registration.orientation``): about a
+#: second, and it keeps the scanners' pose unless a rotated one is clearly better, so pairs scanned
+#: in different positions (the MRI-DIR phantom: 180 degrees about A-P) no longer register to a wrong
+#: local optimum. ``registration_options={"orientation_search": "off"}`` turns it off.
+PIPELINE_ORIENTATION_SEARCH = "axes"
+
+
 def _register(task: FusionTask, reference: MetaTensor, other: MetaTensor, registration: str, options: dict):
     from monai_fusion.registration import register
     from monai_fusion.registration.spatial import AffineTransform
@@ -178,7 +185,12 @@ def _register(task: FusionTask, reference: MetaTensor, other: MetaTensor, regist
     models = REGISTRATIONS[registration]
     if models is None:
         return None, AffineTransform.identity(3)
+    options = {"orientation_search": PIPELINE_ORIENTATION_SEARCH, **options}
     result = register(reference, other, model=models, preset=task.preset, **options)
+    if result.orientation is not None and result.orientation.rotated:
+        warnings.warn(f"the images were scanned in different poses: registration started from a rotation of "
+                      f"{result.orientation.description} (Mattes MI {result.orientation.metric_chosen:.3f} against "
+                      f"{result.orientation.metric_unrotated:.3f} unrotated); check the QC report", stacklevel=3)
     if not result.converged:
         warnings.warn(f"registration did not converge ({result.reason}); check the QC report before using the result",
                       stacklevel=3)
@@ -393,7 +405,9 @@ def run_summary(run: FusionRun) -> dict:
         "method": run.report["method"],
         "outputs": {name: str(path) for name, path in run.outputs.items()},
         "registration": {k: registration.get(k) for k in ("model", "converged", "reason", "metric_initial",
-                                                          "metric_final", "seconds")} if registration else None,
+                                                          "metric_final", "seconds")}
+        | {"start_rotation": (registration.get("orientation_search") or {}).get("rotation", "not searched")}
+        if registration else None,
         "metrics": run.report["metrics"],
         "timings": run.report["timings"],
         "seconds": run.report.get("seconds"),
@@ -409,8 +423,10 @@ def format_summary(run: FusionRun) -> str:
     registration = report.get("registration")
     if registration:
         state = "converged" if registration["converged"] else f"NOT converged ({registration['reason']})"
+        search = registration.get("orientation_search") or {}
+        rotated = f", started turned {search['rotation']}" if search.get("rotated") else ""
         lines.append(f"registration: {registration['model']}, {state}, Mattes MI {registration['metric_initial']:.3f} "
-                     f"-> {registration['metric_final']:.3f}")
+                     f"-> {registration['metric_final']:.3f}{rotated}")
     else:
         lines.append("registration: none (world coordinates trusted)")
     lines.append("metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in report["metrics"].items()))

@@ -142,6 +142,13 @@ def render_html(report: dict, montage=None) -> str:
         parts.append(f"<p>{flag}</p>")
         keys = ("model", "backend", "metric", "metric_initial", "metric_final", "iterations", "seconds")
         parts.append(_key_values({k: registration[k] for k in keys if k in registration}))
+        search = registration.get("orientation_search")
+        if search and search.get("rotated"):
+            parts.append(f"<p><span class='bad'>The images were scanned in different poses</span>: the registration started "
+                         f"from a rotation of {html.escape(search['rotation'])} (Mattes MI {search['metric_chosen']:.3f} "
+                         f"against {search['metric_unrotated']:.3f} unrotated, on a coarse level). Check the checkerboard.</p>")
+        elif search:
+            parts.append("<p>Orientation search: the scanners' pose was kept (no axis-aligned rotation fitted clearly better).</p>")
         if "affine_ras" in registration:
             matrix = "".join("<tr>" + "".join(f'<td class="num">{v:+.4f}</td>' for v in row) + "</tr>" for row in registration["affine_ras"])
             parts.append(f"<p>Transform, fixed world &rarr; moving world (RAS mm):</p><table>{matrix}</table>")
