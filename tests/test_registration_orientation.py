@@ -136,6 +136,12 @@ def test_the_simpleitk_backend_starts_from_the_searched_pose():
     assert recovery_error_mm(result.transform, truth, fixed) < 2.0
 
 
+def test_the_elastix_backend_refuses_the_search():
+    fixed, moving, _ = make_pair(3, np.eye(3), shift=(0.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="elastix backend cannot start from the orientation search"):
+        register(fixed, moving, backend="elastix", orientation_search="axes")
+
+
 @pytest.mark.parametrize("options, message", [
     ({"orientation_search": "all"}, "unknown orientation_search"),
     ({"orientation_candidates": -1}, "must be >= 0"),

@@ -84,13 +84,17 @@ def register(fixed, moving, model=None, metric: str = "mattes", levels=None, *, 
         3.0
     """
     settings = resolve_settings(preset, model=model, metric=metric, levels=levels, **options)
-    orientation = None
+    orientation, searching = None, time.perf_counter()
+    if backend == "elastix" and settings.orientation_search == "axes":
+        raise InputError("the elastix backend cannot start from the orientation search's pose (it takes no "
+                         "initial_transform); use orientation_search='off' or the torch/simpleitk backends")
     if backend != "torch" and initial_transform is None and settings.orientation_search == "axes":
         initial_transform, orientation = orientation_start(fixed, moving, settings, fixed_mask=fixed_mask,
                                                            moving_mask=moving_mask, device=device)
+    searched = time.perf_counter() - searching
     result = _register_with(backend, fixed, moving, settings, fixed_mask, moving_mask, initial_transform, device)
-    if orientation is not None:
-        result.orientation = orientation
+    if orientation is not None:  # the adapter started from the searched pose: its time counts
+        result.orientation, result.seconds = orientation, result.seconds + searched
     return result
 
 
