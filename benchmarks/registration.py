@@ -26,9 +26,9 @@ Sections (Markdown tables on stdout):
     registered back in 2D; recovery error over the slice's brain pixels as above.
 
 ``deformable``
-    T1<-CT, T1<-PET and T2<-T1: the moving template deformed by a known smooth warp (sums of random
+    T1<-T1 (exact), T2<-T1 and T1<-PET: the moving template deformed by a known smooth warp (sums of random
     plane waves, 80 mm wavelength, at most 4 mm), registered back with rigid + B-spline (torch,
-    SimpleITK, elastix) and rigid + dense / diffeomorphic (torch); recovery error over the brain
+    SimpleITK, elastix) and rigid + dense (torch); recovery error over the brain
     points as in ``accuracy`` (``|W(T_warped(p)) - T_unmoved(p)|``) next to the warp's own mean size.
 
 ``scaling``
@@ -269,10 +269,12 @@ def smooth_warp(image: MetaTensor, seed: int, amplitude_mm: float = 4.0, wavelen
     return DisplacementField(torch.as_tensor(field.reshape(3, *grid.shape), dtype=torch.float32), grid)
 
 
-DEFORMABLE_METHODS = {  # name -> (backend, models, extra options)
+#: name -> (backend, models, extra options). The diffeomorphic model is left out: it took 190 s per
+#: registration on these 2 mm templates (scaling and squaring of the velocity field on every
+#: iteration) for about the dense model's accuracy.
+DEFORMABLE_METHODS = {
     "torch bspline": ("torch", ("rigid", "bspline"), {}),
     "torch dense": ("torch", ("rigid", "dense"), {}),
-    "torch diffeomorphic": ("torch", ("rigid", "diffeomorphic"), {}),
     "simpleitk bspline": ("simpleitk", ("rigid", "bspline"), {}),
     "elastix bspline": ("elastix", ("rigid", "bspline"), {}),
 }
@@ -283,7 +285,9 @@ def deformable(methods: list[str], seeds: int) -> None:
     images = {name: load_image(TEMPLATES / f"{name}.nii") for name in ("T1", "T2", "CT", "PET", "SPECT")}
     points = foreground_points(images["T1"], 0.3, max_points=20000)
     rows = []
-    for fixed_name, moving_name, preset in (("T1", "CT", "ct-mr"), ("T1", "PET", "pet-mr"), ("T2", "T1", "mr-mr")):
+    # T1 <- T1: the exact case (the unmoved registration is the identity); the multimodal pairs measure
+    # consistency only: two templates of different subjects have no true deformation between them
+    for fixed_name, moving_name, preset in (("T1", "T1", "mr-mr"), ("T2", "T1", "mr-mr"), ("T1", "PET", "pet-mr")):
         fixed, moving = images[fixed_name], images[moving_name]
         warps = [smooth_warp(moving, seed) for seed in range(seeds)]
         moved_images = [resample(moving, warp, moving, mode="bilinear") for warp in warps]

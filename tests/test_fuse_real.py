@@ -92,6 +92,7 @@ def test_mridir_phantom_is_found_turned_180_degrees(mridir_run):
     assert search["rotated"] and search["rotation"] == "180 degrees about the A-P axis", search
     assert search["metric_chosen"] > 1.1 * search["metric_unrotated"]
     assert any("scanned in different poses" in w for w in run.report["warnings"])
+    assert "180 degrees about the A-P axis" in (out / "report.html").read_text()
     linear = np.asarray(run.report["registration"]["affine_ras"])[:3, :3]
     np.testing.assert_allclose(np.diag(linear), [-1, 1, -1], atol=0.1)  # R-L and S-I reversed, A-P kept
 

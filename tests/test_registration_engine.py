@@ -242,7 +242,7 @@ def test_deformable_models_reduce_a_known_warp(model):
     before = point_error(warp, AffineTransform.identity(2), points).mean()
     after = point_error(CompositeTransform([result.transform, warp]), AffineTransform.identity(2), points).mean()
     assert result.metric_final > result.metric_initial
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.7 * before, (before, after)
     assert result.model == f"translation+{model}"
 
 
@@ -330,3 +330,24 @@ def test_padding_value_is_recognised_and_left_out():
 def test_smoothing_needs_one_value_per_level():
     with pytest.raises(InputError, match="one smoothing_mm value per level"):
         resolve_settings(None, levels=(4, 2, 1), smoothing_mm=(2.0, 1.0))
+
+
+def test_3d_bspline_with_default_regularisation_reduces_a_smooth_warp():
+    """T1 template (pooled to 4 mm) against itself warped by a smooth field of up to 3 mm per axis.
+
+    The default bending-energy weight was tuned on this kind of case (docs/registration.md): on
+    4 mm voxels the B-spline takes the mean error from 3.5 to 2.1 mm; the earlier weight 0.05
+    stopped at 3.0 mm (this assertion fails there).
+    """
+    t1 = downsample(load_image(shared_path("templates", "T1.nii")), 2)
+    grid = ImageGrid.of(t1)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1).reshape(-1, 3)
+    world = grid.index_to_world(index)
+    field = np.stack([3.0 * np.sin(2 * np.pi * world[:, (axis + 1) % 3] / 90.0 + axis) for axis in range(3)])
+    warp = DisplacementField(torch.as_tensor(field.reshape(3, *grid.shape), dtype=torch.float32), grid)
+    moved = resample(t1, warp, t1)
+    points = foreground_points(t1, 0.3)
+    result = register(t1, moved, model=("rigid", "bspline"), preset="mr-mr", deformable_iterations=150)
+    before = point_error(warp, AffineTransform.identity(3), points).mean()
+    after = point_error(CompositeTransform([result.transform, warp]), AffineTransform.identity(3), points).mean()
+    assert after < 0.7 * before, (before, after)

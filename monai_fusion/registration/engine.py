@@ -43,7 +43,7 @@ BACKENDS = ("torch", "simpleitk", "elastix")
 #: A linear result whose determinant leaves this range is reported as degenerate.
 _DETERMINANT_RANGE = (0.2, 5.0)
 #: Default regularisation weights of the deformable models (bending energy / diffusion).
-_DEFAULT_REGULARISATION = {"bspline": 0.05, "dense": 0.5, "diffeomorphic": 0.5}
+_DEFAULT_REGULARISATION = {"bspline": 0.005, "dense": 0.5, "diffeomorphic": 0.5}
 
 
 def register(fixed, moving, model=None, metric: str = "mattes", levels=None, *, preset: str | None = None,

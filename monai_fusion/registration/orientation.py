@@ -111,17 +111,22 @@ class OrientationReport:
         return not np.allclose(self.rotation, np.eye(self.rotation.shape[0]))
 
     def summary(self) -> dict:
+        """JSON-friendly record (a start that lost the overlap has metric ``None``)."""
         return {
             "rotated": self.rotated,
             "rotation": self.description,
             "rotation_matrix_ras": self.rotation.tolist(),
-            "metric_unrotated": float(self.metric_unrotated),
-            "metric_chosen": float(self.metric_chosen),
+            "metric_unrotated": _finite_or_none(self.metric_unrotated),
+            "metric_chosen": _finite_or_none(self.metric_chosen),
             "candidates_refined": [
-                {"rotation": name, "metric_start": float(start), "metric_refined": float(refined)}
+                {"rotation": name, "metric_start": _finite_or_none(start), "metric_refined": _finite_or_none(refined)}
                 for name, start, refined in self.candidates if refined is not None
             ],
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _rotated_start(start: AffineTransform, rotation: np.ndarray, centre: np.ndarray) -> AffineTransform:

@@ -144,9 +144,11 @@ def render_html(report: dict, montage=None) -> str:
         parts.append(_key_values({k: registration[k] for k in keys if k in registration}))
         search = registration.get("orientation_search")
         if search and search.get("rotated"):
+            unrotated = search["metric_unrotated"]
+            unrotated = f"{unrotated:.3f}" if unrotated is not None else "no overlap"
             parts.append(f"<p><span class='bad'>The images were scanned in different poses</span>: the registration started "
                          f"from a rotation of {html.escape(search['rotation'])} (Mattes MI {search['metric_chosen']:.3f} "
-                         f"against {search['metric_unrotated']:.3f} unrotated, on a coarse level). Check the checkerboard.</p>")
+                         f"against {unrotated} unrotated, on a coarse level). Check the checkerboard.</p>")
         elif search:
             parts.append("<p>Orientation search: the scanners' pose was kept (no axis-aligned rotation fitted clearly better).</p>")
         if "affine_ras" in registration:
