@@ -217,6 +217,9 @@ def test_presets_and_options_resolve():
         resolve_settings(None, binz=40)
     with pytest.raises(InputError, match="unknown registration model"):
         resolve_settings(None, model="elastic")
+    with pytest.raises(InputError, match="deformable_optimizer 'sgd'"):
+        resolve_settings(None, deformable_optimizer="sgd")
+    assert resolve_settings(None).deformable_optimizer == "adam"
 
 
 # ---------------------------------------------------------------------------------------- deformable

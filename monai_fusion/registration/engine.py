@@ -280,7 +280,8 @@ def _run_stages(stages, fixed_img, centre, radius, start, pyramid, linear_specs,
                 first_step=(settings.step_fraction if position == 0 else settings.refine_step_fraction) * spec.spacing_mm,
                 min_step=max(settings.min_step_mm,
                              (settings.min_step_fraction if finest else settings.coarse_min_step_fraction) * spec.spacing_mm),
-                optimizer=settings.optimizer, min_overlap=settings.min_overlap,
+                optimizer=settings.deformable_optimizer if deformable else settings.optimizer,
+                min_overlap=settings.min_overlap,
                 regularisation=weight if deformable else 0.0,
             )
             reports.append(report)
