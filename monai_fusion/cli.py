@@ -137,7 +137,8 @@ def _cmd_batch(args) -> int:
     from monai_fusion.workflows.batch import cases_from_batch_datalist, load_case_function, run_batch
 
     formats = [name for value in args.format or [] for name in value.split(",") if name.strip()] or None
-    defaults = {"task": args.task, "method": args.method, "registration": args.registration, "formats": formats}
+    defaults = {"task": args.task, "method": args.method, "registration": args.registration, "formats": formats,
+                "orientation_search": "off" if args.no_orientation_search else None}
     cases = cases_from_batch_datalist(args.datalist, defaults)
     function = load_case_function(args.case_function) if args.case_function else None
     result = run_batch(cases, args.out, workers=args.workers, scheduler=args.scheduler, case_function=function,
@@ -228,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--task", help="default task for cases that name none (ct-mri, mri-pet, mri-spect)")
     batch.add_argument("--method", help="default fusion method")
     batch.add_argument("--registration", help="default registration (e.g. rigid, none)")
+    batch.add_argument("--no-orientation-search", action="store_true",
+                       help="default for cases without an orientation_search column: start the registration "
+                            "from the scanners' pose only")
     batch.add_argument("--format", action="append", help="output format(s), comma-separated or repeated (default nifti)")
     batch.add_argument("--json", action="store_true", help="machine-readable summary on stdout, no progress bar")
     batch.add_argument("--case-function", help=argparse.SUPPRESS)  # module:function, for tests and experiments

@@ -17,7 +17,7 @@ import pytest
 
 from monai_fusion.cli import main
 from monai_fusion.errors import InputError, OutputError
-from monai_fusion.workflows.batch import cases_from_batch_datalist, run_batch
+from monai_fusion.workflows.batch import cases_from_batch_datalist, run_batch, run_case
 from tests.batch_case_functions import write_case
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +69,22 @@ def test_json_and_csv_datalists_resolve_relative_paths_and_merge_options(tmp_pat
     (case,) = cases_from_batch_datalist(tmp_path / "list.csv")
     assert case.id == "b" and case.fixed == tmp_path / "t1.nii"
     assert case.options == {"task": "mri-spect", "formats": ["nifti", "dicom"]}
+    (tmp_path / "search.csv").write_text("id,mri,ct,orientation_search\nc,t1.nii,ct.nii,off\nd,t1.nii,ct.nii,\n")
+    off, default = cases_from_batch_datalist(tmp_path / "search.csv", {"orientation_search": "axes"})
+    assert off.options["orientation_search"] == "off" and default.options["orientation_search"] == "axes"
+
+
+def test_orientation_search_option_reaches_fuse(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_fuse(fixed, moving, **options):
+        seen.update(options)
+        return type("Run", (), {"outputs": {}})()
+
+    monkeypatch.setattr("monai_fusion.workflows.fuse.fuse", fake_fuse)
+    run_case({"id": "a", "fixed": "f", "moving": "m", "options": {"task": "ct-mri", "orientation_search": "off"}},
+             str(tmp_path))
+    assert seen["registration_options"] == {"orientation_search": "off"} and "orientation_search" not in seen
 
 
 @pytest.mark.parametrize("content, message", [
@@ -79,6 +95,7 @@ def test_json_and_csv_datalists_resolve_relative_paths_and_merge_options(tmp_pat
     ({"testing": [{"mri": "x", "pet": "y", "task": "ct-mri"}]}, "has a 'pet' image but task 'ct-mri'"),
     ({"testing": [], "cases": []}, "several of them"),
     ({"testing": []}, "lists no case"),
+    ({"testing": [{"mri": "x", "ct": "y", "orientation_search": "all"}]}, "orientation_search must be one of"),
 ])
 def test_bad_datalists_fail_up_front_in_one_line(tmp_path, capsys, content, message):
     (tmp_path / "list.json").write_text(json.dumps(content))

@@ -61,7 +61,8 @@ LIST_KEYS = ("testing", "cases", "data")
 FIXED_COLUMNS = ("fixed", "mri")
 #: moving-image column -> the task it implies (None: take the task option)
 MOVING_COLUMNS = {"moving": None, "ct": "ct-mri", "pet": "mri-pet", "spect": "mri-spect"}
-OPTION_COLUMNS = ("task", "method", "registration", "formats")
+OPTION_COLUMNS = ("task", "method", "registration", "formats", "orientation_search")
+ORIENTATION_SEARCHES = ("axes", "off")
 SCHEDULERS = ("processes", "local", "dask-local", "tcp://HOST:PORT")
 SUMMARY_NAME = "summary.csv"
 PARTIAL_PREFIX = ".partial-"
@@ -151,6 +152,9 @@ def _case_options(item: dict, moving_column: str, defaults: dict, where: str) ->
             raise InputError(f"{where} has a {moving_column!r} image but task {value!r}; "
                              f"use the 'moving' column for task {value!r}, or task {implied!r}")
         options[column] = value
+    if options.get("orientation_search", "axes") not in ORIENTATION_SEARCHES:
+        raise InputError(f"{where}: orientation_search must be one of {', '.join(ORIENTATION_SEARCHES)}, "
+                         f"not {options['orientation_search']!r}")
     if "formats" in options:
         options["formats"] = _formats(options["formats"], where)
     return options
@@ -220,7 +224,8 @@ def cases_from_batch_datalist(path: str | Path, defaults: dict | None = None) ->
 def run_case(case: dict, out_dir: str) -> dict:
     """Fuse one case with :func:`monai_fusion.workflows.fuse.fuse` into ``out_dir`` (runs in a worker).
 
-    ``case`` holds ``id``, ``fixed``, ``moving``, ``options`` (task, method, registration, formats)
+    ``case`` holds ``id``, ``fixed``, ``moving``, ``options`` (task, method, registration, formats,
+    orientation_search)
     and ``threads``. Returns ``{"outputs": {name: path}}``. Any replacement (``--case-function``)
     must be a picklable top-level function with this contract.
     """
@@ -229,6 +234,8 @@ def run_case(case: dict, out_dir: str) -> dict:
     options = dict(case["options"])
     if "formats" in options:
         options["formats"] = tuple(options["formats"])
+    if "orientation_search" in options:
+        options["registration_options"] = {"orientation_search": options.pop("orientation_search")}
     run = fuse(case["fixed"], case["moving"], out_dir=out_dir, threads=case.get("threads"), progress=False, **options)
     return {"outputs": {name: str(path) for name, path in run.outputs.items()}}
 
