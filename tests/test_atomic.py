@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import nibabel as nib
 import numpy as np
@@ -83,3 +84,16 @@ def test_dicom_series_with_nan_writes_no_folder(tmp_path):
     with pytest.raises(OutputError, match="NaN/Inf"):
         write_dicom_series(data, tmp_path / "series", affine=np.eye(4))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_usual_permissions_not_tempfiles_private_ones(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "out.nii.gz") as tmp:
+            tmp.write_bytes(b"data")
+        with atomic_directory(tmp_path / "folder") as folder:
+            (folder / "inside.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out.nii.gz").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755

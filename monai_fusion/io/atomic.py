@@ -17,7 +17,7 @@ from typing import Iterator
 
 from monai_fusion.errors import OutputError
 
-__all__ = ["atomic_file", "atomic_directory", "prepare_parent", "ensure_folder"]
+__all__ = ["atomic_file", "atomic_directory", "prepare_parent", "ensure_folder", "usual_mode"]
 
 
 def prepare_parent(path: str | os.PathLike, is_folder: bool = False) -> Path:
@@ -49,6 +49,17 @@ def _full_suffix(path: Path) -> str:
     return path.suffix
 
 
+def usual_mode(base: int) -> int:
+    """``base`` under the process umask: the mode ``open``/``mkdir`` would give a new file or folder.
+
+    ``tempfile`` creates its files 0600 and folders 0700 (private until renamed); outputs must end
+    up like any other file the user writes, readable by the group a hospital team shares.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 def _reason(err: OSError) -> str:
     return os.strerror(err.errno) if err.errno else str(err)
 
@@ -68,6 +79,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + _full_suffix(path), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, usual_mode(0o666))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -95,6 +107,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise OutputError(f"output folder {path} is not empty; remove it or allow overwriting")
     prepare_parent(path, is_folder=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    os.chmod(tmp, usual_mode(0o777))
     try:
         yield tmp
         if path.is_dir():
