@@ -20,6 +20,7 @@ from monai_fusion.workflows.pretrain_encoder import (
     steps_to_reach,
     transfer_experiment,
 )
+from monai_fusion.networks.fusion_encoder import load_fusion_decoder
 from tests.conftest import shared_path
 
 TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "32", "--no-mridir"]
@@ -66,6 +67,9 @@ def test_one_tiny_epoch_writes_loadable_weights_and_a_log_deterministically(data
     assert np.isfinite(written["epochs"][0]["train_loss"]) and np.isfinite(written["epochs"][0]["val_loss"])
     assert written["data"]["validation"]["patients"] == ["30", "37"] and written["seed"] == 0
     assert (tmp_path / "a" / "encoder.pt").read_bytes() == (tmp_path / "b" / "encoder.pt").read_bytes()
+    assert (tmp_path / "a" / "decoder.pt").read_bytes() == (tmp_path / "b" / "decoder.pt").read_bytes()
+    assert written["decoder_weights"]["file"] == "decoder.pt"
+    load_fusion_decoder(tmp_path / "a" / "decoder.pt")
     encoder = load_fusion_encoder(tmp_path / "a" / "encoder.pt")
     assert encoder.channels == (16, 32, 64, 96)
     assert torch.get_num_threads() >= 1 and not torch.are_deterministic_algorithms_enabled()  # settings restored
@@ -73,17 +77,20 @@ def test_one_tiny_epoch_writes_loadable_weights_and_a_log_deterministically(data
 
 def test_transfer_experiment_compares_the_two_starts(data_root, tmp_path):
     main(["pretrain", "--data", str(data_root), "--out", str(tmp_path / "encoder.pt"), *TINY])
-    config = TransferConfig(data_root=data_root, encoder=tmp_path / "encoder.pt", out=tmp_path / "transfer.json",
-                            steps=2, batch_size=2, crop=32, eval_every=1)
+    config = TransferConfig(data_root=data_root, encoder=tmp_path / "encoder.pt", decoder=tmp_path / "decoder.pt",
+                            out=tmp_path / "transfer.json", steps=2, batch_size=2, crop=32, eval_every=1)
     result = transfer_experiment(config, verbose=False)
+    assert result["decoder_sha256"] is not None
+    start = {arm: run["curve"][0]["val_loss"] for arm, run in result["runs"].items()}
+    assert start["pretrained"] != start["random_init"], "the pretrained arm starts from the pretrained autoencoder"
     assert set(result["runs"]) == {"pretrained", "random_init"}
     for run in result["runs"].values():
         assert [row["step"] for row in run["curve"]] == [0, 1, 2] and np.isfinite(run["final_val_loss"])
     assert result["steps_to_reach"]["random_init_final"]["random_init"] == 2 or \
         result["runs"]["random_init"]["curve"][1]["val_loss"] <= result["targets"]["random_init_final"]
     assert json.loads((tmp_path / "transfer.json").read_text())["pairs"]["validation_patients"] == ["30", "37"]
-    frozen = TransferConfig(data_root=data_root, encoder=tmp_path / "encoder.pt", steps=1, batch_size=2, crop=32,
-                            eval_every=1, freeze_encoder=True)
+    frozen = TransferConfig(data_root=data_root, encoder=tmp_path / "encoder.pt", decoder=None, steps=1, batch_size=2,
+                            crop=32, eval_every=1, freeze_encoder=True)
     frozen_result = transfer_experiment(frozen, verbose=False)
     assert frozen_result["config"]["freeze_encoder"] is True
     assert frozen_result["runs"]["pretrained"]["best_val_loss"] <= frozen_result["runs"]["pretrained"]["mean_val_loss"]

@@ -28,9 +28,11 @@ from monai_fusion.networks.feature_fusion import feature_l1_norm, feature_weight
 from monai_fusion.networks.fusion_encoder import (
     FeatureDecoder,
     FusionEncoder,
+    fusion_decoder_weights_path,
     fusion_encoder_features,
     fusion_encoder_weights_path,
     inflate_to_3d,
+    load_fusion_decoder,
     load_fusion_encoder,
 )
 from monai_fusion.networks.fusion_net import EncoderFusionNet
@@ -59,11 +61,13 @@ __all__ = [
     "feature_weight",
     "fuse_with_features",
     "fuse_with_network",
+    "fusion_decoder_weights_path",
     "fusion_encoder_features",
     "fusion_encoder_weights_path",
     "inflate_to_3d",
     "l1_activity",
     "load_backbone_weights",
+    "load_fusion_decoder",
     "load_fusion_encoder",
     "projected_weight",
     "resnet_features",

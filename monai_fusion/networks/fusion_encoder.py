@@ -35,8 +35,10 @@ __all__ = [
     "WEIGHTS_DIR",
     "FusionEncoder",
     "FeatureDecoder",
+    "fusion_decoder_weights_path",
     "fusion_encoder_features",
     "fusion_encoder_weights_path",
+    "load_fusion_decoder",
     "inflate_to_3d",
     "load_fusion_encoder",
 ]
@@ -44,6 +46,7 @@ __all__ = [
 DEFAULT_CHANNELS = (16, 32, 64, 96)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FORMAT = "monai-fusion fusion encoder v1"
+DECODER_FORMAT = "monai-fusion fusion decoder v1"
 
 
 def _conv(spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
@@ -122,6 +125,38 @@ class FeatureDecoder(nn.Module):
 def fusion_encoder_weights_path(spatial_dims: int = 2) -> Path:
     """Where the shipped weights of the encoder live (only the 2D file exists)."""
     return WEIGHTS_DIR / f"fusion_encoder_{spatial_dims}d.pt"
+
+
+def fusion_decoder_weights_path(spatial_dims: int = 2) -> Path:
+    """Where the shipped weights of the pretraining's reconstruction decoder live (2D only)."""
+    return WEIGHTS_DIR / f"fusion_decoder_{spatial_dims}d.pt"
+
+
+def decoder_checkpoint(decoder: FeatureDecoder, channels: Sequence[int]) -> dict:
+    """What the pretraining writes for its decoder: the state dict and the encoder channels it reads."""
+    return {"format": DECODER_FORMAT, "config": {"channels": [int(c) for c in channels]},
+            "state_dict": {key: value.detach().cpu().clone() for key, value in decoder.state_dict().items()}}
+
+
+def load_fusion_decoder(path: str | Path | None = None) -> FeatureDecoder:
+    """The pretrained 2D :class:`FeatureDecoder` (the shipped file unless ``path`` is given).
+
+    It turns the shipped encoder's levels back into an image, so encoder + decoder start a
+    DenseFuse-style fusion network that already reconstructs (``EncoderFusionNet(encoder=...,
+    decoder=...)``).
+    """
+    from monai_fusion.networks.weights import read_checkpoint
+
+    path = Path(path) if path is not None else fusion_decoder_weights_path(2)
+    if not path.is_file():
+        raise InputError(f"fusion decoder weights not found at {path}; "
+                         "run examples/pretrain_encoder.py to make them, or reinstall monai-fusion")
+    checkpoint = read_checkpoint(path)
+    if checkpoint.get("format") != DECODER_FORMAT:
+        raise InputError(f"{path} is not a monai-fusion fusion decoder file (format {checkpoint.get('format')!r})")
+    decoder = FeatureDecoder(2, checkpoint["config"]["channels"], 1)
+    decoder.load_state_dict(checkpoint["state_dict"])
+    return decoder
 
 
 def encoder_checkpoint(encoder: FusionEncoder) -> dict:

@@ -47,8 +47,11 @@ from monai_fusion.io.atomic import atomic_file
 from monai_fusion.networks.fusion_encoder import (
     FeatureDecoder,
     FusionEncoder,
+    decoder_checkpoint,
     encoder_checkpoint,
+    fusion_decoder_weights_path,
     fusion_encoder_weights_path,
+    load_fusion_decoder,
     load_fusion_encoder,
 )
 from monai_fusion.networks.fusion_net import EncoderFusionNet
@@ -395,10 +398,12 @@ def _pretrain(config: PretrainConfig, verbose: bool) -> dict:
         epochs.append(row)
         _log(verbose, f"epoch {epoch:3d}  train {row['train_loss']:.4f}  val {row['val_loss'] if row['val_loss'] is None else round(row['val_loss'], 4)}  {row['seconds']:.0f} s")
     out = Path(config.out)
-    buffer = io.BytesIO()  # not straight to the temporary file: torch.save would record its random name
-    torch.save(encoder_checkpoint(encoder), buffer)
-    with atomic_file(out) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    decoder_out = out.with_name(out.name.replace("encoder", "decoder")) if "encoder" in out.name else out.with_suffix(".decoder.pt")
+    for path, checkpoint in ((out, encoder_checkpoint(encoder)), (decoder_out, decoder_checkpoint(decoder, config.channels))):
+        buffer = io.BytesIO()  # not straight to the temporary file: torch.save would record its random name
+        torch.save(checkpoint, buffer)
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(buffer.getvalue())
     recipe = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()
               if key not in ("out", "data_root")}
     log = {
@@ -416,6 +421,8 @@ def _pretrain(config: PretrainConfig, verbose: bool) -> dict:
                         "device": "cpu"},
         "weights": {"file": out.name, "bytes": out.stat().st_size, "sha256": _sha256(out),
                     "parameters": sum(p.numel() for p in encoder.parameters())},
+        "decoder_weights": {"file": decoder_out.name, "bytes": decoder_out.stat().st_size,
+                            "sha256": _sha256(decoder_out), "parameters": sum(p.numel() for p in decoder.parameters())},
     }
     _write_json(out.with_suffix(".json"), log)
     _log(verbose, f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) and {out.with_suffix('.json').name} "
@@ -432,6 +439,7 @@ class TransferConfig:
 
     data_root: Path = field(default_factory=default_data_root)
     encoder: Path = field(default_factory=lambda: fusion_encoder_weights_path(2))
+    decoder: Path | None = field(default_factory=lambda: fusion_decoder_weights_path(2))
     out: Path | None = None
     steps: int = 300
     batch_size: int = 8
@@ -507,8 +515,11 @@ def steps_to_reach(curve: Sequence[dict], target: float) -> int | None:
 def transfer_experiment(config: TransferConfig, verbose: bool = True) -> dict:
     """Train :class:`EncoderFusionNet` from the pretrained encoder and from random initialisation.
 
-    Both runs share the seed (so the decoder, the fusion layers and every batch are identical;
-    only the encoder's starting weights differ) and the number of steps. With
+    Both runs share the seed (so every batch is identical) and the number of steps. With a decoder
+    file (``config.decoder``, the default) the pretrained arm starts encoder *and* decoder from the
+    pretraining (DenseFuse's transfer: the autoencoder's halves around a fusion layer) and both arms
+    start their fusion layers as the average of the two sources' features; without one, only the
+    encoder's start differs (random decoder and fusion layers, shared by the seed). With
     ``freeze_encoder`` the encoder is not trained (how :class:`ExtractFeatures` uses it). Reported:
     the validation-loss curve of each (held-out patients), its best and mean, and the steps each
     needs to reach the random-initialisation run's final validation loss and the losses 50 % and
@@ -524,13 +535,16 @@ def transfer_experiment(config: TransferConfig, verbose: bool = True) -> dict:
     train = _load_pairs(train_pairs)
     validation = tuple(torch.from_numpy(x.astype(np.float32) / 255.0)[:, None] for x in _load_pairs(validation_pairs))
     pretrained = load_fusion_encoder(config.encoder)
+    pretrained_decoder = load_fusion_decoder(config.decoder) if config.decoder is not None else None
     runs = {}
     for arm in ("pretrained", "random_init"):
         arm_started = time.time()
         with reproducible(config.seed, config.threads):
-            net = EncoderFusionNet(2, pretrained.channels)
+            net = EncoderFusionNet(2, pretrained.channels, average_start=pretrained_decoder is not None)
             if arm == "pretrained":
                 net.encoder.load_state_dict(pretrained.state_dict())
+                if pretrained_decoder is not None:
+                    net.decoder.load_state_dict(pretrained_decoder.state_dict())
             curve = _train_fusion(net, train, validation, config, verbose, arm)
         losses = [row["val_loss"] for row in curve[1:]]
         runs[arm] = {"curve": curve, "final_val_loss": curve[-1]["val_loss"], "best_val_loss": min(losses),
@@ -544,6 +558,7 @@ def transfer_experiment(config: TransferConfig, verbose: bool = True) -> dict:
         "config": {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()
                    if key not in ("data_root", "out")},
         "encoder_sha256": _sha256(Path(config.encoder)),
+        "decoder_sha256": _sha256(Path(config.decoder)) if config.decoder is not None else None,
         "pairs": {"train": len(train_pairs), "validation_scored": len(validation_pairs),
                   "train_patients": sorted({p[1] for p in train_pairs}, key=int),
                   "validation_patients": sorted({p[1] for p in validation_pairs}, key=int)},
@@ -578,6 +593,8 @@ def _parser() -> argparse.ArgumentParser:
     transfer.add_argument("--encoder", type=Path, default=defaults.encoder, help="encoder weights (default: the shipped ones)")
     transfer.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     transfer.add_argument("--freeze-encoder", action="store_true", help="train only the fusion layers and the decoder")
+    transfer.add_argument("--encoder-only", action="store_true",
+                          help="transfer the encoder alone (random decoder and fusion layers), as before the decoder was shipped")
     for name in ("steps", "batch_size", "crop", "seed", "threads", "eval_every", "max_per_task"):
         transfer.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     return parser
@@ -594,5 +611,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         return pretrain_encoder(config)
     config = TransferConfig(data_root=args.data, encoder=args.encoder, out=args.out, steps=args.steps,
                             batch_size=args.batch_size, crop=args.crop, seed=args.seed, threads=args.threads,
-                            eval_every=args.eval_every, max_per_task=args.max_per_task, freeze_encoder=args.freeze_encoder)
+                            eval_every=args.eval_every, max_per_task=args.max_per_task, freeze_encoder=args.freeze_encoder,
+                            decoder=None if args.encoder_only else TransferConfig().decoder)
     return transfer_experiment(config)
