@@ -82,4 +82,5 @@ def test_the_shipped_decoder_reconstructs_through_the_shipped_encoder():
     with torch.no_grad():
         restored = load_fusion_decoder()(load_fusion_encoder()(image))
     error = float((restored - image).abs().mean())
-    assert error < 0.5 * float((image - image.mean()).abs().mean()), error  # far better than a flat guess
+    # measured 0.021 against 0.167 for a flat guess and 0.099 for a random encoder and decoder
+    assert error < 0.25 * float((image - image.mean()).abs().mean()), error
