@@ -140,6 +140,25 @@ def test_registration_none_and_nifti_paths(pair, tmp_path):
     assert run.report["inputs"]["moving"]["modality"] == "NM" and run.report["inputs"]["moving"]["modality_from"] == "task"
 
 
+@pytest.mark.parametrize("options, expected", [({}, "axes"), ({"backend": "simpleitk"}, "axes"),
+                                               ({"backend": "elastix"}, "off"),
+                                               ({"orientation_search": "off"}, "off")])
+def test_the_orientation_search_default_follows_the_backend(pair, monkeypatch, options, expected):
+    import monai_fusion.registration as registration
+    from monai_fusion.registration import register as real_register
+
+    seen = {}
+
+    def spy(fixed, moving, **kwargs):
+        seen.update(kwargs)
+        return real_register(fixed, moving, **{**kwargs, "backend": "torch", "iterations": 5})
+
+    monkeypatch.setattr(registration, "register", spy)
+    mri, other = pair
+    monai_fusion.fuse(mri, other, task="mri-spect", qc=False, registration_options=options)
+    assert seen["orientation_search"] == expected
+
+
 # ------------------------------------------------------------------------------------------- bad input
 
 

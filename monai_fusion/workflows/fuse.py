@@ -174,7 +174,8 @@ def _clean_meta_image(values: torch.Tensor, grid_image: MetaTensor, **meta) -> M
 #: The pipeline searches the axis-aligned starting poses (``registration.orientation``): about a
 #: second, and it keeps the scanners' pose unless a rotated one is clearly better, so pairs scanned
 #: in different positions (the MRI-DIR phantom: 180 degrees about A-P) no longer register to a wrong
-#: local optimum. ``registration_options={"orientation_search": "off"}`` turns it off.
+#: local optimum. ``registration_options={"orientation_search": "off"}`` turns it off; with
+#: ``backend="elastix"`` it is off (elastix cannot start from the searched pose).
 PIPELINE_ORIENTATION_SEARCH = "axes"
 
 
@@ -185,7 +186,9 @@ def _register(task: FusionTask, reference: MetaTensor, other: MetaTensor, regist
     models = REGISTRATIONS[registration]
     if models is None:
         return None, AffineTransform.identity(3)
-    options = {"orientation_search": PIPELINE_ORIENTATION_SEARCH, **options}
+    # elastix takes no starting transform, so it cannot start from a searched pose
+    default_search = "off" if options.get("backend") == "elastix" else PIPELINE_ORIENTATION_SEARCH
+    options = {"orientation_search": default_search, **options}
     result = register(reference, other, model=models, preset=task.preset, **options)
     if result.orientation is not None and result.orientation.rotated:
         warnings.warn(f"the images were scanned in different poses: registration started from a rotation of "
