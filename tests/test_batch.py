@@ -267,3 +267,10 @@ def test_real_fuse_pipeline_through_the_cli_and_dask(tmp_path, capsys):
     pool, dask = output_hashes(tmp_path / "pool"), output_hashes(tmp_path / "dask")
     products = {k: v for k, v in pool.items() if not Path(k).name.startswith("report.")}  # reports hold timings
     assert any(k.endswith(".nii.gz") for k in products) and all(dask[k] == v for k, v in products.items())
+
+
+def test_batch_orientation_values_match_the_registration_settings():
+    from monai_fusion.registration.settings import ORIENTATION_SEARCHES as SETTINGS_VALUES
+    from monai_fusion.workflows.batch import ORIENTATION_SEARCHES
+
+    assert set(ORIENTATION_SEARCHES) == set(SETTINGS_VALUES)

@@ -62,6 +62,8 @@ FIXED_COLUMNS = ("fixed", "mri")
 #: moving-image column -> the task it implies (None: take the task option)
 MOVING_COLUMNS = {"moving": None, "ct": "ct-mri", "pet": "mri-pet", "spect": "mri-spect"}
 OPTION_COLUMNS = ("task", "method", "registration", "formats", "orientation_search")
+#: The values of registration.settings.ORIENTATION_SEARCHES, repeated here so that validating a
+#: datalist does not import torch (this module runs in every worker and in the CLI's first second).
 ORIENTATION_SEARCHES = ("axes", "off")
 SCHEDULERS = ("processes", "local", "dask-local", "tcp://HOST:PORT")
 SUMMARY_NAME = "summary.csv"
