@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from monai_fusion.registration.grid import SpatialImage
 from monai_fusion.registration.interpolation import grid_sample_points, sample_linear
-from monai_fusion.registration.mattes import BinMapping, fixed_parzen_terms, joint_histogram, mutual_information
+from monai_fusion.registration.mattes import BinMapping, fixed_parzen_terms, sampled_mutual_information
 from monai_fusion.registration.pyramid import LevelSpec, pool_factors, smooth_and_shrink
 from monai_fusion.registration.settings import RegistrationSettings
 
@@ -61,14 +61,17 @@ class LevelData:
         combined = torch.cat((to_linear @ matrix, (to_linear @ offset + to_offset)[:, None]), dim=1)  # (D, D+1)
         return self._score(self.points_h @ combined.T)
 
+    def evaluate_normalised_matrix(self, combined: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`evaluate` for a matrix ``(D, D + 1)`` from homogeneous fixed points to normalised moving coordinates."""
+        return self._score(self.points_h @ combined.T)
+
     def _score(self, normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fixed_terms = self.fixed_terms
         weight = (normalised.detach().abs().amax(dim=1) <= 1.0 + 1e-6).to(normalised.dtype)
         if self.moving_mask is not None:
             weight = weight * (grid_sample_points(self.moving_mask[None], normalised.detach(), mode="nearest")[0] > 0.5)
         values = grid_sample_points(self.moving.data[None], normalised, padding_mode="border")[0]
-        joint = joint_histogram(fixed_terms, self.moving_bins(values), weight, self.bins)
-        return mutual_information(joint), weight.mean()
+        return sampled_mutual_information(fixed_terms, self.moving_bins(values), weight, self.bins), weight.mean()
 
 
 def pool_mask(mask: torch.Tensor | None, image: SpatialImage, level: SpatialImage, spec: LevelSpec) -> torch.Tensor | None:

@@ -49,6 +49,22 @@ def _rotation(angles: torch.Tensor, dims: int) -> torch.Tensor:
     return torch.eye(3, dtype=angles.dtype, device=angles.device) + a * skew + b * (skew @ skew)
 
 
+def _rotations_numpy(angles: np.ndarray, dims: int) -> np.ndarray:
+    """:func:`_rotation` for a batch of parameter vectors ``(B, 1 or 3)``, float64 numpy, ``(B, D, D)``."""
+    if dims == 2:
+        c, s = np.cos(angles[:, 0]), np.sin(angles[:, 0])
+        return np.stack((np.stack((c, -s), -1), np.stack((s, c), -1)), -2)
+    theta = np.sqrt((angles * angles).sum(axis=1))
+    small = theta < 1e-6
+    safe = np.where(small, 1.0, theta)
+    a = np.where(small, 1.0 - theta ** 2 / 6.0, np.sin(safe) / safe)
+    b = np.where(small, 0.5 - theta ** 2 / 24.0, (1.0 - np.cos(safe)) / safe ** 2)
+    skew = np.zeros((angles.shape[0], 3, 3))
+    skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -angles[:, 2], angles[:, 1], -angles[:, 0]
+    skew[:, 1, 0], skew[:, 2, 0], skew[:, 2, 1] = angles[:, 2], -angles[:, 1], angles[:, 0]
+    return np.eye(3) + a[:, None, None] * skew + b[:, None, None] * (skew @ skew)
+
+
 class LinearModel:
     """A linear transform model with scaled parameters (see the module docstring).
 
@@ -105,6 +121,45 @@ class LinearModel:
         linear, translation = self._local(self.params)
         offset = self.centre - linear @ self.centre + translation
         return self._start_linear @ linear, self._start_linear @ offset + self._start_offset
+
+    def _local_numpy(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_local` for a batch of parameter vectors ``(B, P)`` in float64 numpy: ``(B, D, D)``, ``(B, D)``."""
+        dims, batch = self.dims, params.shape[0]
+        start = self.n_rotation + self.n_scale
+        if self.kind == "translation":
+            linear = np.broadcast_to(np.eye(dims), (batch, dims, dims))
+        elif self.kind == "affine":
+            linear = np.eye(dims) + params[:, start: start + self.n_matrix].reshape(batch, dims, dims) / self.radius
+        else:
+            linear = _rotations_numpy(params[:, : self.n_rotation] / self.radius, dims)
+            if self.kind == "similarity":
+                linear = linear * np.exp(params[:, self.n_rotation: start] / self.radius)[:, :, None]
+        return linear, params[:, -dims:]
+
+    def normalised_matrix(self, to_linear: np.ndarray, to_offset: np.ndarray,
+                          step: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(C, J)``: ``C = [L A | L b + o]`` (``(D, D + 1)``, float32) maps homogeneous fixed points to
+        the coordinates ``L y + o`` of ``y = A x + b`` (e.g. ``grid_sample``'s), and ``J`` is
+        ``dC / dparams`` (``(D * (D + 1), P)``, float32), from float64 central differences.
+        """
+        dims = self.dims
+        start = np.asarray(self.start.matrix, dtype=np.float64)
+        centre = self.centre.detach().cpu().numpy().astype(np.float64)
+        to_linear = np.asarray(to_linear, dtype=np.float64)
+        # the model maps x to S(M (x - c) + c + t): fold the start and the coordinate change around it
+        outer_linear = to_linear @ start[:dims, :dims]
+        outer_offset = to_linear @ start[:dims, dims] + np.asarray(to_offset, dtype=np.float64)
+        params = self.params.detach().cpu().numpy().astype(np.float64)
+        count = params.size
+        batch = np.repeat(params[None], 2 * count + 1, axis=0)  # the point, then +step and -step per parameter
+        batch[1 + np.arange(count), np.arange(count)] += step
+        batch[1 + count + np.arange(count), np.arange(count)] -= step
+        linear, translation = self._local_numpy(batch)
+        offset = centre - linear @ centre + translation
+        combined = np.concatenate((outer_linear @ linear, (offset @ outer_linear.T + outer_offset)[:, :, None]), axis=2)
+        jacobian = ((combined[1: 1 + count] - combined[1 + count:]) / (2 * step)).reshape(count, -1).T
+        return (torch.as_tensor(combined[0], dtype=torch.float32, device=self.device),
+                torch.as_tensor(jacobian, dtype=torch.float32, device=self.device))
 
     def map_points(self, points: torch.Tensor) -> torch.Tensor:
         linear, offset = self.matrix_offset()

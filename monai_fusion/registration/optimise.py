@@ -32,15 +32,28 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
     """Run one optimisation; the model's parameters are updated in place."""
     params = model.parameters
 
+    linear = hasattr(model, "normalised_matrix")
+    if linear:
+        to_linear, to_offset = (t.detach().cpu().numpy() for t in level.to_moving_normalised)
+
     def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if hasattr(model, "matrix_offset"):  # linear: one product from fixed points to moving coordinates
-            mi, overlap = level.evaluate_affine(*model.matrix_offset())
-        else:
-            mi, overlap = level.evaluate(model.map_points(level.points))
+        if linear:  # one product from fixed points to moving coordinates; the matrix's Jacobian is chained by hand
+            combined, jacobian = model.normalised_matrix(to_linear, to_offset)
+            combined.requires_grad_(True)
+            mi, overlap = level.evaluate_normalised_matrix(combined)
+            return -mi, mi, overlap, (combined, jacobian)
+        mi, overlap = level.evaluate(model.map_points(level.points))
         loss = -mi
         if regularisation:
             loss = loss + regularisation * model.regulariser()
-        return loss, mi, overlap
+        return loss, mi, overlap, None
+
+    def gradients(loss: torch.Tensor, chain) -> list[torch.Tensor]:
+        if chain is None:
+            return list(torch.autograd.grad(loss, params))
+        combined, jacobian = chain
+        (by_matrix,) = torch.autograd.grad(loss, combined)
+        return [(jacobian.T @ by_matrix.reshape(-1)).to(params[0].dtype)]
 
     step = [torch.full_like(p, first_step) for p in params]
     previous = [torch.zeros_like(p) for p in params]
@@ -50,7 +63,7 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
     metric_start = metric_end = float("nan")
     stop, done = "max_iterations", 0
     for iteration in range(iterations):
-        loss, mi, overlap = objective()
+        loss, mi, overlap, chain = objective()
         loss_value, mi_value, overlap_value = float(loss.detach()), float(mi.detach()), float(overlap)
         if iteration == 0:
             metric_start = mi_value
@@ -61,7 +74,7 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
         if overlap_value < min_overlap:
             stop = f"overlap fell to {overlap_value:.0%} of the fixed samples (below min_overlap={min_overlap:.0%})"
             break
-        grads = torch.autograd.grad(loss, params)
+        grads = gradients(loss, chain)
         done = iteration + 1
         if adam is not None:
             for p, g in zip(params, grads):
