@@ -29,7 +29,7 @@ from monai_fusion.registration.grid import SpatialImage
 from monai_fusion.registration.inputs import centre_of_mass, initial_alignment, prepare_pair
 from monai_fusion.registration.levels import LevelData, build_level
 from monai_fusion.registration.linear import LINEAR_MODELS, LinearModel
-from monai_fusion.registration.optimise import optimise_level
+from monai_fusion.registration.optimise import finish_stochastic, optimise_level
 from monai_fusion.registration.orientation import SEARCH_MIN_SAMPLES, OrientationReport, search_orientation
 from monai_fusion.registration.pyramid import LevelSpec, level_specs
 from monai_fusion.registration.result import LevelReport, RegistrationResult
@@ -44,6 +44,8 @@ BACKENDS = ("torch", "simpleitk", "elastix")
 _DETERMINANT_RANGE = (0.2, 5.0)
 #: Default regularisation weights of the deformable models (bending energy / diffusion).
 _DEFAULT_REGULARISATION = {"bspline": 0.005, "dense": 0.5, "diffeomorphic": 0.5}
+#: First step of the stochastic finish, as a fraction of the finest level's voxel size (0.05 mm at 2 mm).
+_FINISH_FIRST_STEP = 0.025
 
 
 def register(fixed, moving, model=None, metric: str = "mattes", levels=None, *, preset: str | None = None,
@@ -287,6 +289,14 @@ def _run_stages(stages, fixed_img, centre, radius, start, pyramid, linear_specs,
             reports.append(report)
             if report.stop not in ("converged", "max_iterations"):
                 break
+        if not deformable and settings.finishing == "stochastic" and reports[-1].stop in ("converged", "max_iterations"):
+            finest = specs[-1]
+            reports.append(finish_stochastic(
+                model, pyramid.level(finest), model_name=stage, iterations=settings.finishing_iterations,
+                batch=settings.finishing_samples, first_step=_FINISH_FIRST_STEP * finest.spacing_mm,
+                last_step=settings.min_step_mm / 2, min_overlap=settings.min_overlap,
+                generator=torch.Generator().manual_seed(settings.seed * 1000 + 500 + stages.index(stage)),
+            ))
         transform = model.result()
         if reports[-1].stop not in ("converged", "max_iterations"):
             break
@@ -336,7 +346,7 @@ def _judge(reports: list[LevelReport], transform: SpatialTransform, metric_initi
         return False, f"degenerate transform (determinant {determinant:.3g} of its linear part)"
     if metric_final < metric_initial - 1e-3:
         return False, f"the metric got worse ({metric_initial:.4f} -> {metric_final:.4f} nats)"
-    last = reports[-1]
+    last = [r for r in reports if not r.model.endswith("(stochastic finish)")][-1]  # the finish has a fixed budget
     if last.stop == "max_iterations":
         return False, (f"{last.model} did not converge at the finest level within {last.iterations} iterations "
                        "(raise iterations, or check the result)")

@@ -9,7 +9,7 @@ the fixed samples against the moving image at the transformed points.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from monai_fusion.registration.mattes import BinMapping, fixed_parzen_terms, sam
 from monai_fusion.registration.pyramid import LevelSpec, pool_factors, smooth_and_shrink
 from monai_fusion.registration.settings import RegistrationSettings
 
-__all__ = ["LevelData", "build_level", "draw_sample_indices", "intensity_range", "pool_mask"]
+__all__ = ["LevelData", "build_level", "draw_random_indices", "draw_sample_indices", "intensity_range", "pool_mask"]
 
 #: Histogram resolution of the intensity percentiles, and how many voxels at most they look at.
 _PERCENTILE_BINS = 4096
@@ -42,10 +42,23 @@ class LevelData:
     moving_bins: BinMapping
     to_moving_normalised: tuple[torch.Tensor, torch.Tensor]  # (A, b): grid_sample coordinates = A @ world + b
     bins: int
+    fixed_bins: BinMapping | None = None
+    fixed_mask: torch.Tensor | None = None  # on the fixed level's grid
+    fixed_parzen_order: int = 3
 
     @property
     def n_samples(self) -> int:
         return int(self.points.shape[0])
+
+    def with_samples(self, index: torch.Tensor) -> "LevelData":
+        """The same level with other fixed samples (continuous voxel indices ``(N, D)`` of the fixed level)."""
+        index = index.to(self.points.device)
+        values = sample_linear(self.fixed.data, index)
+        affine = torch.as_tensor(self.fixed.grid.affine, dtype=torch.float64, device=index.device)
+        dims = self.fixed.dims
+        points = (index.to(torch.float64) @ affine[:dims, :dims].T + affine[:dims, dims]).to(torch.float32)
+        return replace(self, points=points, points_h=torch.cat((points, torch.ones_like(points[:, :1])), dim=1).contiguous(),
+                       fixed_terms=fixed_parzen_terms(self.fixed_bins(values), self.bins, self.fixed_parzen_order))
 
     def evaluate(self, mapped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(MI, overlap)`` for the sample points mapped into the moving world (``(N, D)``).
@@ -107,6 +120,27 @@ def intensity_range(data: torch.Tensor, mask: torch.Tensor | None, percentiles) 
     return (low, min(high, hi)) if min(high, hi) > low else (lo, hi)
 
 
+def draw_random_indices(level: SpatialImage, mask: torch.Tensor | None, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` random voxels (inside ``mask``, with replacement), each moved by a random sub-voxel offset.
+
+    Continuous voxel indices ``(N, D)`` (float32, CPU), sorted by voxel so that neighbouring samples
+    read neighbouring memory (the interpolation stays cache-friendly).
+    """
+    shape = level.grid.shape
+    dims = len(shape)
+    candidates = None if mask is None else torch.nonzero(mask.reshape(-1).cpu() > 0.5)[:, 0]
+    n_candidates = int(np.prod(shape)) if candidates is None else candidates.numel()
+    if n_candidates == 0 or n <= 0:
+        return torch.zeros((0, dims))
+    strides = torch.tensor([int(np.prod(shape[a + 1:])) for a in range(dims)])
+    picked = torch.randint(n_candidates, (n,), generator=generator)
+    chosen = torch.sort(picked if candidates is None else candidates[picked]).values
+    jitter = torch.rand((n, dims), generator=generator) - 0.5
+    index = torch.stack([(chosen // strides[a]) % shape[a] for a in range(dims)], dim=1).to(torch.float32)
+    upper = torch.tensor([s - 1 for s in shape], dtype=torch.float32)
+    return torch.minimum((index + jitter).clamp_min(0), upper)
+
+
 def draw_sample_indices(level: SpatialImage, mask: torch.Tensor | None, settings: RegistrationSettings,
                         generator: torch.Generator) -> torch.Tensor:
     """Continuous voxel indices ``(N, D)`` of the fixed samples at one level (float32, CPU).
@@ -135,10 +169,8 @@ def draw_sample_indices(level: SpatialImage, mask: torch.Tensor | None, settings
         flat = (lattice * strides).sum(dim=1)
         chosen = flat if mask is None else flat[mask.reshape(-1).cpu()[flat] > 0.5]
         jitter = torch.zeros((chosen.numel(), dims))
-    else:  # sorted: neighbouring samples read neighbouring memory, which keeps the interpolation cache-friendly
-        picked = torch.randint(n_candidates, (n,), generator=generator)
-        chosen = torch.sort(picked if candidates is None else candidates[picked]).values
-        jitter = torch.rand((n, dims), generator=generator) - 0.5
+    else:
+        return draw_random_indices(level, mask, n, generator)
     index = torch.stack([(chosen // strides[a]) % shape[a] for a in range(dims)], dim=1).to(torch.float32)
     upper = torch.tensor([s - 1 for s in shape], dtype=torch.float32)
     return torch.minimum((index + jitter).clamp_min(0), upper)
@@ -165,6 +197,7 @@ def build_level(
     dims = fixed.dims
     points = (index.to(torch.float64) @ affine[:dims, :dims].T + affine[:dims, dims]).to(torch.float32)
     fixed_lo, fixed_hi = intensity_range(fixed_level.data, fixed_mask_level, settings.intensity_percentiles)
+    fixed_bins = BinMapping(fixed_lo, fixed_hi, settings.bins)
     moving_lo, moving_hi = intensity_range(moving_level.data, moving_mask_level, settings.intensity_percentiles)
     to_normalised = torch.as_tensor(moving_level.grid.world_to_normalised(), dtype=torch.float32, device=device)
     return LevelData(
@@ -174,9 +207,11 @@ def build_level(
         moving_mask=moving_mask_level,
         points=points,
         points_h=torch.cat((points, torch.ones_like(points[:, :1])), dim=1).contiguous(),
-        fixed_terms=fixed_parzen_terms(BinMapping(fixed_lo, fixed_hi, settings.bins)(fixed_values), settings.bins,
-                                       settings.fixed_parzen_order),
+        fixed_terms=fixed_parzen_terms(fixed_bins(fixed_values), settings.bins, settings.fixed_parzen_order),
         moving_bins=BinMapping(moving_lo, moving_hi, settings.bins),
         to_moving_normalised=(to_normalised[:dims, :dims].contiguous(), to_normalised[:dims, dims].contiguous()),
         bins=settings.bins,
+        fixed_bins=fixed_bins,
+        fixed_mask=fixed_mask_level,
+        fixed_parzen_order=settings.fixed_parzen_order,
     )
