@@ -4,6 +4,7 @@
     python benchmarks/networks.py --tasks ct-mri --metrics EN,SD,SF,MI,SCD,VIF,Qabf,SSIM
     python benchmarks/networks.py --montage docs/images  # also save one montage per task
     python benchmarks/networks.py --ceilings             # which published values anything reaches here
+    python benchmarks/networks.py --tasks ct-mri --rules maximum --adversarial 0.1   # the DDcGAN-style term's effect
 
 Protocol (the CDDFuse-era one, as ``benchmarks/fusion_quality.py``): MRI is source A, CT / PET /
 SPECT source B; colour PET/SPECT are converted to YCbCr and only the luma is fused; every fused
@@ -132,8 +133,9 @@ def timings(method, volume: torch.Tensor, volume_1mm: torch.Tensor, threads: int
     return per_slice, per_volume, per_volume_1mm
 
 
-def train_baseline(net: torch.nn.Module, task: str, data: Path, steps: int, seed: int = 0) -> torch.nn.Module:
-    """Same loss, crops and optimiser as the flagship's recipe, ``steps`` Adam steps."""
+def train_baseline(net: torch.nn.Module, task: str, data: Path, steps: int, seed: int = 0, weights: dict | None = None,
+                   lr: float = 1e-3) -> torch.nn.Module:
+    """Same loss (``weights`` override the task's), crops and optimiser as the flagship's recipe, ``steps`` Adam steps."""
     from monai_fusion.losses import FusionLoss
 
     folder_name, other = TASKS[task]
@@ -142,8 +144,8 @@ def train_baseline(net: torch.nn.Module, task: str, data: Path, steps: int, seed
     _, train, _ = load_pairs(data, task, patients)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    loss_fn = FusionLoss(task)
-    optimiser = torch.optim.Adam(net.parameters(), 1e-3)
+    loss_fn = FusionLoss(task, weights=weights)
+    optimiser = torch.optim.Adam(net.parameters(), lr)
     net.train()
     for _ in range(steps):
         index = torch.randint(len(train), (8,), generator=generator)
@@ -193,6 +195,12 @@ def run_task(task: str, args, volumes) -> str:
         torch.set_num_threads(args.threads)
         methods["IFCNNStyleNet"] = train_baseline(IFCNNStyleNet(), task, data, args.baselines)
         methods["EncoderFusionNet"] = train_baseline(EncoderPairNet(), task, data, args.baselines)
+    if args.adversarial:  # the flagship retrained the same way with and without the DDcGAN-style term
+        steps = args.baselines or 300
+        torch.set_num_threads(args.threads)
+        methods["DetailFusionNet retrained"] = train_baseline(DetailFusionNet(), task, data, steps, lr=3e-3)
+        methods[f"DetailFusionNet retrained + adversarial {args.adversarial:g}"] = train_baseline(
+            DetailFusionNet(), task, data, steps, weights={"adversarial": args.adversarial}, lr=3e-3)
     methods.update({rule: rule for rule in args.rules.split(",") if rule})
     rows, outputs = [], {}
     for name, method in methods.items():
@@ -280,6 +288,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the quality runs")
     parser.add_argument("--baselines", type=int, default=0, metavar="STEPS",
                         help="also train IFCNN-style and encoder baselines for STEPS steps")
+    parser.add_argument("--adversarial", type=float, default=0.0, metavar="WEIGHT",
+                        help="also retrain the flagship for --baselines steps (default 300) with and without the "
+                             "adversarial term at this weight")
     parser.add_argument("--montage", help="folder for one montage PNG per task")
     parser.add_argument("--out", help="also write the tables to this Markdown file")
     parser.add_argument("--ceilings", action="store_true",

@@ -1,5 +1,6 @@
 """Unsupervised fusion losses (no reference fused image exists): intensity, gradient, structure
-(SSIM), edge preservation (smooth Q^AB/F) and perceptual terms, and their weighted sum.
+(SSIM), edge preservation (smooth Q^AB/F), perceptual and dual-discriminator adversarial terms,
+and their weighted sum.
 
 Example:
     >>> import torch
@@ -9,6 +10,7 @@ Example:
     True
 """
 
+from monai_fusion.losses.adversarial import DualDiscriminatorLoss, PatchDiscriminator
 from monai_fusion.losses.fusion import (
     TASK_WEIGHTS,
     EdgePreservationLoss,
@@ -22,6 +24,8 @@ from monai_fusion.losses.fusion import (
 
 __all__ = [
     "TASK_WEIGHTS",
+    "DualDiscriminatorLoss",
+    "PatchDiscriminator",
     "EdgePreservationLoss",
     "FusionLoss",
     "GradientLoss",

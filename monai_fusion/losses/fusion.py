@@ -16,6 +16,9 @@ Terms (each a ``torch.nn.Module`` taking ``(fused, a, b)``, all ``(N, 1, *spatia
   smooth and equal to the original at agreement.
 * :class:`PerceptualLoss` - distance between our frozen pretrained encoder's features of the fused
   image and the per-level larger-activity features of the sources (optional; off by default).
+* ``"adversarial"`` - :class:`~monai_fusion.losses.adversarial.DualDiscriminatorLoss`, DDcGAN's
+  two discriminators (fused vs A, fused vs B) trained inside the term (optional; off by default;
+  B is compared at half resolution for PET and SPECT).
 
 :class:`FusionLoss` sums them with per-task weights (:data:`TASK_WEIGHTS`), the recipe the
 bundles train with. Write the weights you use in your experiment record: they decide which way
@@ -30,8 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_fusion.losses.adversarial import DualDiscriminatorLoss
+
 __all__ = [
     "TASK_WEIGHTS",
+    "ADVERSARIAL_B_POOL",
     "EdgePreservationLoss",
     "FusionLoss",
     "GradientLoss",
@@ -41,12 +47,15 @@ __all__ = [
     "sobel_gradients",
 ]
 
-#: Per-task weights of the loss terms (intensity, gradient, structure, edge, perceptual).
+#: Per-task weights of the loss terms (intensity, gradient, structure, edge, perceptual, adversarial).
 TASK_WEIGHTS: dict[str, dict[str, float]] = {
-    "ct-mri": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0},
-    "mri-pet": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0},
-    "mri-spect": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0},
+    "ct-mri": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0, "adversarial": 0.0},
+    "mri-pet": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0, "adversarial": 0.0},
+    "mri-spect": {"intensity": 2.0, "gradient": 2.0, "structure": 0.5, "edge": 2.0, "perceptual": 0.0, "adversarial": 0.0},
 }
+#: Pooling of fused and B before the adversarial term's B discriminator: the functional images
+#: carry no fine texture (DDcGAN compares its low-resolution source the same way).
+ADVERSARIAL_B_POOL = {"ct-mri": 1, "mri-pet": 2, "mri-spect": 2}
 
 
 def _check(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
@@ -181,7 +190,7 @@ class PerceptualLoss(nn.Module):
 
 
 _TERMS = {"intensity": IntensityLoss, "gradient": GradientLoss, "structure": StructureLoss,
-          "edge": EdgePreservationLoss, "perceptual": PerceptualLoss}
+          "edge": EdgePreservationLoss, "perceptual": PerceptualLoss, "adversarial": DualDiscriminatorLoss}
 
 
 class FusionLoss(nn.Module):
@@ -213,10 +222,16 @@ class FusionLoss(nn.Module):
             raise ValueError(f"unknown loss term(s) {sorted(unknown)}; terms are {sorted(_TERMS)}")
         chosen.update({k: float(v) for k, v in (weights or {}).items()})
         self.weights = {name: w for name, w in chosen.items() if w}
-        self.terms = nn.ModuleDict({
-            name: (_TERMS[name](spatial_dims) if name == "structure" else _TERMS[name]()) for name in self.weights
-        })
+        self.terms = nn.ModuleDict({name: self._term(name, task, spatial_dims) for name in self.weights})
         self.last_terms: dict[str, float] = {}
+
+    @staticmethod
+    def _term(name: str, task: str, spatial_dims: int) -> nn.Module:
+        if name == "structure":
+            return StructureLoss(spatial_dims)
+        if name == "adversarial":
+            return DualDiscriminatorLoss(spatial_dims, b_pool=ADVERSARIAL_B_POOL[task])
+        return _TERMS[name]()
 
     def forward(self, fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         if b is None:
