@@ -140,10 +140,11 @@ def test_registration_none_and_nifti_paths(pair, tmp_path):
     assert run.report["inputs"]["moving"]["modality"] == "NM" and run.report["inputs"]["moving"]["modality_from"] == "task"
 
 
-@pytest.mark.parametrize("options, expected", [({}, "axes"), ({"backend": "simpleitk"}, "axes"),
-                                               ({"backend": "elastix"}, "off"),
-                                               ({"orientation_search": "off"}, "off")])
-def test_the_orientation_search_default_follows_the_backend(pair, monkeypatch, options, expected):
+@pytest.mark.parametrize("options, expected, finishing", [({}, "axes", "stochastic"),
+                                                          ({"backend": "simpleitk"}, "axes", None),
+                                                          ({"backend": "elastix"}, "off", None),
+                                                          ({"orientation_search": "off", "finishing": "off"}, "off", "off")])
+def test_the_orientation_search_and_finish_defaults_follow_the_backend(pair, monkeypatch, options, expected, finishing):
     import monai_fusion.registration as registration
     from monai_fusion.registration import register as real_register
 
@@ -157,6 +158,7 @@ def test_the_orientation_search_default_follows_the_backend(pair, monkeypatch, o
     mri, other = pair
     monai_fusion.fuse(mri, other, task="mri-spect", qc=False, registration_options=options)
     assert seen["orientation_search"] == expected
+    assert seen.get("finishing") == finishing  # the stochastic finish is a torch-engine phase
 
 
 # ------------------------------------------------------------------------------------------- bad input
