@@ -52,13 +52,8 @@ class LevelData:
 
     def with_samples(self, index: torch.Tensor) -> "LevelData":
         """The same level with other fixed samples (continuous voxel indices ``(N, D)`` of the fixed level)."""
-        index = index.to(self.points.device)
-        values = sample_linear(self.fixed.data, index)
-        affine = torch.as_tensor(self.fixed.grid.affine, dtype=torch.float64, device=index.device)
-        dims = self.fixed.dims
-        points = (index.to(torch.float64) @ affine[:dims, :dims].T + affine[:dims, dims]).to(torch.float32)
-        return replace(self, points=points, points_h=torch.cat((points, torch.ones_like(points[:, :1])), dim=1).contiguous(),
-                       fixed_terms=fixed_parzen_terms(self.fixed_bins(values), self.bins, self.fixed_parzen_order))
+        return replace(self, **_sample_fields(self.fixed, index.to(self.points.device), self.fixed_bins,
+                                              self.fixed_parzen_order))
 
     def evaluate(self, mapped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(MI, overlap)`` for the sample points mapped into the moving world (``(N, D)``).
@@ -192,22 +187,17 @@ def build_level(
     moving_mask_level = pool_mask(moving_mask, moving, moving_level, spec)
     device = fixed_level.data.device
     index = draw_sample_indices(fixed_level, fixed_mask_level, settings, generator).to(device)
-    fixed_values = sample_linear(fixed_level.data, index)
-    affine = torch.as_tensor(fixed_level.grid.affine, dtype=torch.float64, device=device)
-    dims = fixed.dims
-    points = (index.to(torch.float64) @ affine[:dims, :dims].T + affine[:dims, dims]).to(torch.float32)
     fixed_lo, fixed_hi = intensity_range(fixed_level.data, fixed_mask_level, settings.intensity_percentiles)
     fixed_bins = BinMapping(fixed_lo, fixed_hi, settings.bins)
     moving_lo, moving_hi = intensity_range(moving_level.data, moving_mask_level, settings.intensity_percentiles)
     to_normalised = torch.as_tensor(moving_level.grid.world_to_normalised(), dtype=torch.float32, device=device)
+    dims = fixed.dims
     return LevelData(
         spec=spec,
         fixed=fixed_level,
         moving=moving_level,
         moving_mask=moving_mask_level,
-        points=points,
-        points_h=torch.cat((points, torch.ones_like(points[:, :1])), dim=1).contiguous(),
-        fixed_terms=fixed_parzen_terms(fixed_bins(fixed_values), settings.bins, settings.fixed_parzen_order),
+        **_sample_fields(fixed_level, index, fixed_bins, settings.fixed_parzen_order),
         moving_bins=BinMapping(moving_lo, moving_hi, settings.bins),
         to_moving_normalised=(to_normalised[:dims, :dims].contiguous(), to_normalised[:dims, dims].contiguous()),
         bins=settings.bins,
@@ -215,3 +205,13 @@ def build_level(
         fixed_mask=fixed_mask_level,
         fixed_parzen_order=settings.fixed_parzen_order,
     )
+
+
+def _sample_fields(fixed_level: SpatialImage, index: torch.Tensor, fixed_bins: BinMapping, order: int) -> dict:
+    """:class:`LevelData`'s sample fields for continuous fixed voxel indices ``(N, D)``: world points and Parzen terms."""
+    values = sample_linear(fixed_level.data, index)
+    affine = torch.as_tensor(fixed_level.grid.affine, dtype=torch.float64, device=index.device)
+    dims = fixed_level.dims
+    points = (index.to(torch.float64) @ affine[:dims, :dims].T + affine[:dims, dims]).to(torch.float32)
+    return {"points": points, "points_h": torch.cat((points, torch.ones_like(points[:, :1])), dim=1).contiguous(),
+            "fixed_terms": fixed_parzen_terms(fixed_bins(values), fixed_bins.bins, order)}

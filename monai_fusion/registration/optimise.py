@@ -46,7 +46,7 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
     if linear:
         to_linear, to_offset = (t.detach().cpu().numpy() for t in level.to_moving_normalised)
 
-    def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
         if linear:  # one product from fixed points to moving coordinates; the matrix's Jacobian is chained by hand
             combined, jacobian = model.normalised_matrix(to_linear, to_offset)
             combined.requires_grad_(True)
