@@ -141,13 +141,9 @@ class _SampledMI(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, moving_t, rows, fixed_w, bins):
-        first = torch.floor(moving_t)
-        f = moving_t - first
-        g = 1.0 - f
-        f2, g2 = f * f, g * g
-        moving_w = torch.stack((g2 * g / 6.0, (4.0 - 6.0 * f2 + 3.0 * f2 * f) / 6.0,
-                                (4.0 - 6.0 * g2 + 3.0 * g2 * g) / 6.0, f2 * f / 6.0))
-        columns = first.long()[None] + torch.arange(-1, 3, device=moving_t.device)[:, None]  # (4, N)
+        first, moving_w = cubic_window_weights(moving_t)
+        f = moving_t - torch.floor(moving_t)
+        columns = first[None] + torch.arange(4, device=moving_t.device)[:, None]  # (4, N)
         flat_index = (rows[:, None, :] + columns[None, :, :]).reshape(-1)
         values = (fixed_w[:, None, :] * moving_w[None, :, :]).reshape(-1)
         histogram = torch.zeros(bins * bins, dtype=values.dtype, device=values.device).scatter_add_(0, flat_index, values)

@@ -47,11 +47,9 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
         to_linear, to_offset = (t.detach().cpu().numpy() for t in level.to_moving_normalised)
 
     def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
-        if linear:  # one product from fixed points to moving coordinates; the matrix's Jacobian is chained by hand
-            combined, jacobian = model.normalised_matrix(to_linear, to_offset)
-            combined.requires_grad_(True)
-            mi, overlap = level.evaluate_normalised_matrix(combined)
-            return -mi, mi, overlap, (combined, jacobian)
+        if linear:
+            mi, overlap, chain = _linear_metric(model, level, to_linear, to_offset)
+            return -mi, mi, overlap, chain
         mi, overlap = level.evaluate(model.map_points(level.points))
         loss = -mi
         if regularisation:
@@ -59,11 +57,7 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
         return loss, mi, overlap, None
 
     def gradients(loss: torch.Tensor, chain) -> list[torch.Tensor]:
-        if chain is None:
-            return list(torch.autograd.grad(loss, params))
-        combined, jacobian = chain
-        (by_matrix,) = torch.autograd.grad(loss, combined)
-        return [(jacobian.T @ by_matrix.reshape(-1)).to(params[0].dtype)]
+        return list(torch.autograd.grad(loss, params)) if chain is None else _chain_linear(loss, chain, params)
 
     step = [torch.full_like(p, first_step) for p in params]
     previous = [torch.zeros_like(p) for p in params]
@@ -117,6 +111,22 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
     return LevelReport(model_name, level.spec.shrink, done, metric_start, metric_end, level.n_samples, stop)
 
 
+def _linear_metric(model, level: LevelData, to_linear, to_offset):
+    """``(MI, overlap, chain)`` of a linear model: one product from fixed points to moving coordinates,
+    differentiable in the matrix only; ``chain`` carries the matrix and its Jacobian for :func:`_chain_linear`."""
+    combined, jacobian = model.normalised_matrix(to_linear, to_offset)
+    combined.requires_grad_(True)
+    mi, overlap = level.evaluate_normalised_matrix(combined)
+    return mi, overlap, (combined, jacobian)
+
+
+def _chain_linear(loss: torch.Tensor, chain, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradient of ``loss`` with respect to a linear model's parameters, through the matrix's Jacobian."""
+    combined, jacobian = chain
+    (by_matrix,) = torch.autograd.grad(loss, combined)
+    return [(jacobian.T @ by_matrix.reshape(-1)).to(params[0].dtype)]
+
+
 def finish_stochastic(model, level: LevelData, *, model_name: str, iterations: int, batch: int, first_step: float,
                       last_step: float, min_overlap: float, generator: torch.Generator) -> LevelReport:
     """Polish a linear model on fresh sample batches of ``level`` (see the module docstring).
@@ -146,18 +156,14 @@ def finish_stochastic(model, level: LevelData, *, model_name: str, iterations: i
     average = [torch.zeros_like(p) for p in params]
     averaged, stop = 0, "converged"
     for iteration in range(iterations):
-        sample = batches[iteration % len(batches)]
-        combined, jacobian = model.normalised_matrix(to_linear, to_offset)
-        combined.requires_grad_(True)
-        mi, overlap = sample.evaluate_normalised_matrix(combined)
+        mi, overlap, chain = _linear_metric(model, batches[iteration % len(batches)], to_linear, to_offset)
         if not math.isfinite(float(mi.detach())):
             stop = "the metric became NaN"
             break
         if float(overlap) < min_overlap:
             stop = f"overlap fell to {float(overlap):.0%} of the fixed samples (below min_overlap={min_overlap:.0%})"
             break
-        (by_matrix,) = torch.autograd.grad(-mi, combined)
-        params[0].grad = (jacobian.T @ by_matrix.reshape(-1)).to(params[0].dtype)
+        params[0].grad = _chain_linear(-mi, chain, params)[0]
         optimiser.step()
         for group in optimiser.param_groups:
             group["lr"] *= decay
