@@ -27,6 +27,7 @@ from monai_fusion.registration.mattes import (
     joint_histogram,
     mattes_mutual_information,
     mutual_information,
+    mutual_information_and_gradient,
     sampled_mutual_information,
 )
 from monai_fusion.registration.pyramid import gaussian_smooth
@@ -157,6 +158,49 @@ def test_fused_mutual_information_matches_the_composed_one_in_value_and_gradient
     shifted[index] -= 2 * h
     minus = float(sampled_mutual_information(terms, shifted, weights, 32))
     assert abs((plus - minus) / (2 * h) - float(fused_grad[index])) < 1e-7
+    # the autograd-free pair the linear loop uses gives the same value and gradient
+    value, gradient = mutual_information_and_gradient(terms, moving, weights, 32)
+    assert float(value) == float(fused)
+    assert torch.allclose(gradient, fused_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_bin_mapping_slope_matches_autograd_including_the_clamped_ends():
+    mapping = BinMapping(10.0, 50.0, 32)
+    values = torch.tensor([0.0, 10.0, 12.5, 30.0, 49.0, 50.0, 80.0], dtype=torch.float64, requires_grad=True)
+    (expected,) = torch.autograd.grad(mapping(values).sum(), values)
+    t, slope = mapping.with_slope(values.detach())
+    assert torch.equal(t, mapping(values.detach()))
+    assert torch.allclose(slope, expected)
+    assert float(slope[0]) == 0.0 and float(slope[-1]) == 0.0 and float(slope[3]) > 0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("masked", [False, True])
+def test_hand_chained_matrix_gradient_matches_autograd(dims, masked):
+    """The linear loop's MI gradient in the matrix (grid_sampler's backward kernel called directly)
+    equals autograd through ``grid_sample`` and the one-node MI, with samples leaving the image."""
+    from monai_fusion.registration.engine import _Pyramid
+    from monai_fusion.registration.inputs import prepare_pair
+
+    generator = torch.Generator().manual_seed(dims)
+    shape = (24, 20, 16)[:dims]
+    fixed = as_metatensor(gaussian_smooth(torch.rand(shape, generator=generator), [1.5] * dims)[None], spacing=2.0)
+    moving = as_metatensor(gaussian_smooth(torch.rand(shape, generator=generator), [1.5] * dims)[None], spacing=1.5)
+    mask = torch.zeros((1, *shape))
+    mask[(slice(None),) + tuple(slice(2, s - 3) for s in shape)] = 1
+    settings = resolve_settings(model="affine", levels=(1,), min_samples=500, seed=1)
+    images = prepare_pair(fixed, moving, None, mask if masked else None, None)
+    level = _Pyramid(*images, settings).level(_Pyramid(*images, settings).specs((1,))[0])
+    to_linear, to_offset = level.to_moving_normalised
+    combined = torch.cat((to_linear @ (torch.eye(dims) + 0.05 * torch.randn(dims, dims, generator=generator)),
+                          (to_offset + 0.08)[:, None]), dim=1)  # some samples fall outside the moving image
+    tracked = combined.clone().requires_grad_(True)
+    mi, overlap = level.evaluate_normalised_matrix(tracked)
+    (expected,) = torch.autograd.grad(mi, tracked)
+    value, hand_overlap, gradient = level.evaluate_normalised_matrix_with_gradient(combined)
+    assert 0.1 < float(overlap) < 0.95
+    assert float(value) == float(mi) and float(hand_overlap) == float(overlap)
+    assert torch.allclose(gradient, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
 
 
 @pytest.mark.parametrize("kind", ["translation", "rigid", "similarity", "affine"])

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 
 from monai_fusion.registration.grid import SpatialImage
 from monai_fusion.registration.interpolation import grid_sample_points, sample_linear
-from monai_fusion.registration.mattes import BinMapping, fixed_parzen_terms, sampled_mutual_information
+from monai_fusion.registration.mattes import (
+    BinMapping,
+    fixed_parzen_terms,
+    mutual_information_and_gradient,
+    sampled_mutual_information,
+)
 from monai_fusion.registration.pyramid import LevelSpec, pool_factors, smooth_and_shrink
 from monai_fusion.registration.settings import RegistrationSettings
 
@@ -26,6 +31,8 @@ __all__ = ["LevelData", "build_level", "draw_random_indices", "draw_sample_indic
 #: Histogram resolution of the intensity percentiles, and how many voxels at most they look at.
 _PERCENTILE_BINS = 4096
 _PERCENTILE_VOXELS = 250_000
+#: ``grid_sampler``'s codes for bilinear interpolation and border padding (as ``F.grid_sample`` passes them).
+_BILINEAR, _BORDER = 0, 1
 
 
 @dataclass
@@ -73,13 +80,44 @@ class LevelData:
         """:meth:`evaluate` for a matrix ``(D, D + 1)`` from homogeneous fixed points to normalised moving coordinates."""
         return self._score(self.points_h @ combined.T)
 
-    def _score(self, normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fixed_terms = self.fixed_terms
+    def evaluate_normalised_matrix_with_gradient(self, combined: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(MI, overlap, dMI/dcombined)`` of :meth:`evaluate_normalised_matrix`, the gradient chained by hand.
+
+        The moving values come from ``grid_sampler`` and their coordinate gradient from its backward
+        kernel, called directly; MI and its gradient in the values from
+        :func:`~monai_fusion.registration.mattes.mutual_information_and_gradient`. No autograd graph:
+        on a few thousand samples its bookkeeping cost as much as the arithmetic (measured 0.5 ms of
+        the 1.6 ms of an iteration).
+        """
+        dims = combined.shape[0]
+        with torch.no_grad():
+            normalised = self.points_h @ combined.T
+            weight = self._in_moving(normalised)
+            volume = self.moving.data[None, None]
+            grid = normalised.view(1, *([1] * (dims - 1)), -1, dims).to(volume.dtype)
+            if dims == 3:
+                sampler, sampler_backward = torch.ops.aten.grid_sampler_3d, torch.ops.aten.grid_sampler_3d_backward
+            else:
+                sampler, sampler_backward = torch.ops.aten.grid_sampler_2d, torch.ops.aten.grid_sampler_2d_backward
+            values = sampler(volume, grid, _BILINEAR, _BORDER, True)
+            moving_t, slope = self.moving_bins.with_slope(values.reshape(-1))
+            mi, by_t = mutual_information_and_gradient(self.fixed_terms, moving_t, weight, self.bins)
+            _, by_grid = sampler_backward((by_t * slope).view_as(values), volume, grid, _BILINEAR, _BORDER, True,
+                                          [False, True])
+            by_combined = by_grid.reshape(-1, dims).T.to(self.points_h.dtype) @ self.points_h
+        return mi, weight.mean(), by_combined
+
+    def _in_moving(self, normalised: torch.Tensor) -> torch.Tensor:
+        """1 for samples inside the moving image (and its mask), else 0."""
         weight = (normalised.detach().abs().amax(dim=1) <= 1.0 + 1e-6).to(normalised.dtype)
         if self.moving_mask is not None:
             weight = weight * (grid_sample_points(self.moving_mask[None], normalised.detach(), mode="nearest")[0] > 0.5)
+        return weight
+
+    def _score(self, normalised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = self._in_moving(normalised)
         values = grid_sample_points(self.moving.data[None], normalised, padding_mode="border")[0]
-        return sampled_mutual_information(fixed_terms, self.moving_bins(values), weight, self.bins), weight.mean()
+        return sampled_mutual_information(self.fixed_terms, self.moving_bins(values), weight, self.bins), weight.mean()
 
 
 def pool_mask(mask: torch.Tensor | None, image: SpatialImage, level: SpatialImage, spec: LevelSpec) -> torch.Tensor | None:

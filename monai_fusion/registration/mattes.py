@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["BinMapping", "fixed_parzen_terms", "joint_histogram", "mutual_information", "mattes_mutual_information",
-           "sampled_mutual_information", "PADDING_BINS"]
+           "sampled_mutual_information", "mutual_information_and_gradient", "PADDING_BINS"]
 
 PADDING_BINS = 2
 
@@ -38,6 +38,14 @@ class BinMapping:
         scale = usable / max(self.hi - self.lo, 1e-12)
         t = (values - self.lo) * scale + PADDING_BINS
         return t.clamp(PADDING_BINS, self.bins - 1 - PADDING_BINS)
+
+    def with_slope(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bin coordinates of ``values`` and their derivative (0 where the clamp holds them, as autograd's)."""
+        usable = self.bins - 1 - 2 * PADDING_BINS
+        scale = usable / max(self.hi - self.lo, 1e-12)
+        t = (values - self.lo) * scale + PADDING_BINS
+        inside = (t >= PADDING_BINS) & (t <= self.bins - 1 - PADDING_BINS)
+        return t.clamp(PADDING_BINS, self.bins - 1 - PADDING_BINS), inside.to(values.dtype) * scale
 
 
 def cubic_window_weights(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,6 +137,50 @@ def _cubic_window_slopes(f: torch.Tensor) -> torch.Tensor:
     return torch.stack((-0.5 * g * g, f * (1.5 * f - 2.0), g * (2.0 - 1.5 * g), 0.5 * f * f))
 
 
+def _mi_forward(moving_t: torch.Tensor, rows: torch.Tensor, fixed_w: torch.Tensor, bins: int):
+    """MI of the Parzen joint histogram and what :func:`_mi_backward` needs."""
+    first, moving_w = cubic_window_weights(moving_t)
+    f = moving_t - torch.floor(moving_t)
+    columns = first[None] + torch.arange(4, device=moving_t.device)[:, None]  # (4, N)
+    flat_index = (rows[:, None, :] + columns[None, :, :]).reshape(-1)
+    values = (fixed_w[:, None, :] * moving_w[None, :, :]).reshape(-1)
+    histogram = torch.zeros(bins * bins, dtype=values.dtype, device=values.device).scatter_add_(0, flat_index, values)
+    total = histogram.sum().clamp_min(1e-12)
+    q = (histogram / total).view(bins, bins)
+    q_fixed, q_moving = q.sum(dim=1), q.sum(dim=0)
+    log_q = torch.log(q.clamp_min(1e-12))
+    log_fixed, log_moving = torch.log(q_fixed.clamp_min(1e-12)), torch.log(q_moving.clamp_min(1e-12))
+    mi = (q * log_q).sum() - (q_fixed * log_fixed).sum() - (q_moving * log_moving).sum()
+    return mi, (f, flat_index, fixed_w, q, log_q, log_fixed, log_moving, total)
+
+
+def _mi_backward(saved, grad_mi) -> torch.Tensor:
+    """``dMI/dmoving_t`` ``(N,)`` (times ``grad_mi``) from :func:`_mi_forward`'s saved tensors."""
+    f, flat_index, fixed_w, q, log_q, log_fixed, log_moving, total = saved
+    eps = 1e-12
+    d_q = (log_q + (q > eps).to(q.dtype)
+           - (log_fixed + (q.sum(dim=1) > eps).to(q.dtype))[:, None]
+           - (log_moving + (q.sum(dim=0) > eps).to(q.dtype))[None, :])
+    d_histogram = ((d_q - (q * d_q).sum()) / total * grad_mi).reshape(-1)
+    gathered = d_histogram.index_select(0, flat_index).view(fixed_w.shape[0], 4, fixed_w.shape[1])
+    per_bin = gathered[0] * fixed_w[0]
+    for k in range(1, fixed_w.shape[0]):
+        per_bin = per_bin + gathered[k] * fixed_w[k]
+    return (per_bin * _cubic_window_slopes(f)).sum(dim=0)
+
+
+def mutual_information_and_gradient(fixed_terms: tuple[torch.Tensor, torch.Tensor], moving_t: torch.Tensor,
+                                    weights: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sampled_mutual_information` and its gradient ``(N,)`` in ``moving_t``, without autograd.
+
+    For callers that chain the gradient by hand (the linear models' loop, where the autograd
+    engine's bookkeeping costs as much as the arithmetic on a few thousand samples).
+    """
+    with torch.no_grad():
+        mi, saved = _mi_forward(moving_t, fixed_terms[0], fixed_terms[1] * weights, bins)
+        return mi, _mi_backward(saved, torch.ones((), dtype=mi.dtype, device=mi.device))
+
+
 class _SampledMI(torch.autograd.Function):
     """Joint histogram and mutual information in one node; the backward pass is written out.
 
@@ -141,34 +193,13 @@ class _SampledMI(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, moving_t, rows, fixed_w, bins):
-        first, moving_w = cubic_window_weights(moving_t)
-        f = moving_t - torch.floor(moving_t)
-        columns = first[None] + torch.arange(4, device=moving_t.device)[:, None]  # (4, N)
-        flat_index = (rows[:, None, :] + columns[None, :, :]).reshape(-1)
-        values = (fixed_w[:, None, :] * moving_w[None, :, :]).reshape(-1)
-        histogram = torch.zeros(bins * bins, dtype=values.dtype, device=values.device).scatter_add_(0, flat_index, values)
-        total = histogram.sum().clamp_min(1e-12)
-        q = (histogram / total).view(bins, bins)
-        q_fixed, q_moving = q.sum(dim=1), q.sum(dim=0)
-        log_q = torch.log(q.clamp_min(1e-12))
-        log_fixed, log_moving = torch.log(q_fixed.clamp_min(1e-12)), torch.log(q_moving.clamp_min(1e-12))
-        mi = (q * log_q).sum() - (q_fixed * log_fixed).sum() - (q_moving * log_moving).sum()
-        ctx.save_for_backward(f, flat_index, fixed_w, q, log_q, log_fixed, log_moving, total)
+        mi, saved = _mi_forward(moving_t, rows, fixed_w, bins)
+        ctx.save_for_backward(*saved)
         return mi
 
     @staticmethod
     def backward(ctx, grad_mi):
-        f, flat_index, fixed_w, q, log_q, log_fixed, log_moving, total = ctx.saved_tensors
-        eps = 1e-12
-        d_q = (log_q + (q > eps).to(q.dtype)
-               - (log_fixed + (q.sum(dim=1) > eps).to(q.dtype))[:, None]
-               - (log_moving + (q.sum(dim=0) > eps).to(q.dtype))[None, :])
-        d_histogram = ((d_q - (q * d_q).sum()) / total * grad_mi).reshape(-1)
-        gathered = d_histogram.index_select(0, flat_index).view(fixed_w.shape[0], 4, fixed_w.shape[1])
-        per_bin = gathered[0] * fixed_w[0]
-        for k in range(1, fixed_w.shape[0]):
-            per_bin = per_bin + gathered[k] * fixed_w[k]
-        return (per_bin * _cubic_window_slopes(f)).sum(dim=0), None, None, None
+        return _mi_backward(ctx.saved_tensors, grad_mi), None, None, None
 
 
 def mutual_information(joint: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""The optimisation loop of one (stage, level): maximise MI minus a regulariser, with autograd.
+"""The optimisation loop of one (stage, level): maximise MI minus a regulariser.
+
+Deformable models get their gradient from autograd; linear models from a hand-chained product
+(MI's gradient in the moving values, ``grid_sampler``'s backward kernel, the matrix's Jacobian in
+the parameters), equal to autograd's and a fifth cheaper per iteration on a few thousand samples.
 
 Two optimisers, both working in the models' scaled parameters (mm for linear models):
 
@@ -46,18 +50,18 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
     if linear:
         to_linear, to_offset = (t.detach().cpu().numpy() for t in level.to_moving_normalised)
 
-    def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple | None]:
+    def objective() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if linear:
-            mi, overlap, chain = _linear_metric(model, level, to_linear, to_offset)
-            return -mi, mi, overlap, chain
+            mi, overlap, by_params = _linear_metric(model, level, to_linear, to_offset)
+            return -mi, mi, overlap, -by_params
         mi, overlap = level.evaluate(model.map_points(level.points))
         loss = -mi
         if regularisation:
             loss = loss + regularisation * model.regulariser()
         return loss, mi, overlap, None
 
-    def gradients(loss: torch.Tensor, chain) -> list[torch.Tensor]:
-        return list(torch.autograd.grad(loss, params)) if chain is None else _chain_linear(loss, chain, params)
+    def gradients(loss: torch.Tensor, loss_gradient) -> list[torch.Tensor]:
+        return list(torch.autograd.grad(loss, params)) if loss_gradient is None else [loss_gradient]
 
     step = [torch.full_like(p, first_step) for p in params]
     previous = [torch.zeros_like(p) for p in params]
@@ -67,7 +71,7 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
     metric_start = metric_end = float("nan")
     stop, done = "max_iterations", 0
     for iteration in range(iterations):
-        loss, mi, overlap, chain = objective()
+        loss, mi, overlap, loss_gradient = objective()
         loss_value, mi_value, overlap_value = float(loss.detach()), float(mi.detach()), float(overlap)
         if iteration == 0:
             metric_start = mi_value
@@ -78,7 +82,7 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
         if overlap_value < min_overlap:
             stop = f"overlap fell to {overlap_value:.0%} of the fixed samples (below min_overlap={min_overlap:.0%})"
             break
-        grads = gradients(loss, chain)
+        grads = gradients(loss, loss_gradient)
         done = iteration + 1
         if adam is not None:
             for p, g in zip(params, grads):
@@ -112,19 +116,11 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
 
 
 def _linear_metric(model, level: LevelData, to_linear, to_offset):
-    """``(MI, overlap, chain)`` of a linear model: one product from fixed points to moving coordinates,
-    differentiable in the matrix only; ``chain`` carries the matrix and its Jacobian for :func:`_chain_linear`."""
+    """``(MI, overlap, dMI/dparams)`` of a linear model: one product from fixed points to moving
+    coordinates, its gradient chained by hand through the matrix's Jacobian (no autograd graph)."""
     combined, jacobian = model.normalised_matrix(to_linear, to_offset)
-    combined.requires_grad_(True)
-    mi, overlap = level.evaluate_normalised_matrix(combined)
-    return mi, overlap, (combined, jacobian)
-
-
-def _chain_linear(loss: torch.Tensor, chain, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Gradient of ``loss`` with respect to a linear model's parameters, through the matrix's Jacobian."""
-    combined, jacobian = chain
-    (by_matrix,) = torch.autograd.grad(loss, combined)
-    return [(jacobian.T @ by_matrix.reshape(-1)).to(params[0].dtype)]
+    mi, overlap, by_matrix = level.evaluate_normalised_matrix_with_gradient(combined)
+    return mi, overlap, (jacobian.T @ by_matrix.reshape(-1)).to(model.parameters[0].dtype)
 
 
 def finish_stochastic(model, level: LevelData, *, model_name: str, iterations: int, batch: int, first_step: float,
@@ -156,14 +152,14 @@ def finish_stochastic(model, level: LevelData, *, model_name: str, iterations: i
     average = [torch.zeros_like(p) for p in params]
     averaged, stop = 0, "converged"
     for iteration in range(iterations):
-        mi, overlap, chain = _linear_metric(model, batches[iteration % len(batches)], to_linear, to_offset)
+        mi, overlap, by_params = _linear_metric(model, batches[iteration % len(batches)], to_linear, to_offset)
         if not math.isfinite(float(mi.detach())):
             stop = "the metric became NaN"
             break
         if float(overlap) < min_overlap:
             stop = f"overlap fell to {float(overlap):.0%} of the fixed samples (below min_overlap={min_overlap:.0%})"
             break
-        params[0].grad = _chain_linear(-mi, chain, params)[0]
+        params[0].grad = -by_params
         optimiser.step()
         for group in optimiser.param_groups:
             group["lr"] *= decay
