@@ -62,6 +62,12 @@ class LevelData:
         return replace(self, **_sample_fields(self.fixed, index.to(self.points.device), self.fixed_bins,
                                               self.fixed_parzen_order))
 
+    def sample_range(self, start: int, stop: int) -> "LevelData":
+        """The same level with only samples ``start:stop`` (views, no copies)."""
+        rows, weights = self.fixed_terms
+        return replace(self, points=self.points[start:stop], points_h=self.points_h[start:stop],
+                       fixed_terms=(rows[:, start:stop], weights[:, start:stop]))
+
     def evaluate(self, mapped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(MI, overlap)`` for the sample points mapped into the moving world (``(N, D)``).
 

@@ -146,7 +146,9 @@ def finish_stochastic(model, level: LevelData, *, model_name: str, iterations: i
     index = draw_random_indices(level.fixed, level.fixed_mask, pool_size, generator)
     order = torch.randperm(index.shape[0], generator=generator)
     chunks = [torch.sort(order[i: i + batch]).values for i in range(0, index.shape[0] - batch + 1, batch)] or [order]
-    batches = [level.with_samples(index[chunk]) for chunk in chunks]
+    pool = level.with_samples(index[torch.cat(chunks)])  # one pass over all batches, then views of it
+    bounds = torch.cumsum(torch.tensor([0] + [c.numel() for c in chunks]), 0).tolist()
+    batches = [pool.sample_range(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
     optimiser = torch.optim.Adam(params, lr=first_step)
     decay = (last_step / first_step) ** (1.0 / max(iterations - 1, 1))
     average = [torch.zeros_like(p) for p in params]
