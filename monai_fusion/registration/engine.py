@@ -34,9 +34,10 @@ from monai_fusion.registration.orientation import SEARCH_MIN_SAMPLES, Orientatio
 from monai_fusion.registration.pyramid import LevelSpec, level_specs
 from monai_fusion.registration.result import LevelReport, RegistrationResult
 from monai_fusion.registration.settings import RegistrationSettings, resolve_settings, stages_of
-from monai_fusion.registration.spatial import SpatialTransform, as_transform
+from monai_fusion.registration.spatial import DisplacementField, SpatialTransform, as_transform
 
-__all__ = ["register", "register_torch", "evaluate_metric", "adapter_result", "orientation_start", "BACKENDS"]
+__all__ = ["register", "register_torch", "evaluate_metric", "adapter_result", "orientation_start", "folding_problem",
+           "BACKENDS"]
 
 BACKENDS = ("torch", "simpleitk", "elastix")
 
@@ -344,6 +345,9 @@ def _judge(reports: list[LevelReport], transform: SpatialTransform, metric_initi
     determinant = float(np.linalg.det(transform.linear_part().linear))
     if not (_DETERMINANT_RANGE[0] <= abs(determinant) <= _DETERMINANT_RANGE[1]) or determinant < 0:
         return False, f"degenerate transform (determinant {determinant:.3g} of its linear part)"
+    folding = folding_problem(transform)
+    if folding:
+        return False, folding
     if metric_final < metric_initial - 1e-3:
         return False, f"the metric got worse ({metric_initial:.4f} -> {metric_final:.4f} nats)"
     last = [r for r in reports if not r.model.endswith("(stochastic finish)")][-1]  # the finish has a fixed budget
@@ -351,6 +355,22 @@ def _judge(reports: list[LevelReport], transform: SpatialTransform, metric_initi
         return False, (f"{last.model} did not converge at the finest level within {last.iterations} iterations "
                        "(raise iterations, or check the result)")
     return True, "converged"
+
+
+def folding_problem(transform: SpatialTransform) -> str:
+    """Why a deformable result folds (its displacement's Jacobian determinant reaches 0 somewhere), or ``""``.
+
+    A folded map sends two places to one and turns space inside out between them: the resampled
+    image looks plausible and is wrong there, so such a result is not reported as converged.
+    """
+    fields = [t for t in getattr(transform, "transforms", [transform]) if isinstance(t, DisplacementField)]
+    for field in fields:
+        determinant = field.jacobian_determinant()
+        folded = float((determinant <= 0).to(torch.float64).mean())
+        if folded > 0:
+            return (f"the deformation folds in {folded:.2%} of its grid (Jacobian determinant down to "
+                    f"{float(determinant.min()):.2f}); raise the regularisation or use a coarser control grid")
+    return ""
 
 
 def adapter_result(fixed_img: SpatialImage, moving_img: SpatialImage, fixed_mask, moving_mask, settings: RegistrationSettings,
@@ -370,6 +390,8 @@ def adapter_result(fixed_img: SpatialImage, moving_img: SpatialImage, fixed_mask
             reason = "the final metric is not finite"
         elif not (_DETERMINANT_RANGE[0] <= determinant <= _DETERMINANT_RANGE[1]):
             reason = f"degenerate transform (determinant {determinant:.3g} of its linear part)"
+        elif folding_problem(transform):
+            reason = folding_problem(transform)
         elif metric_final < metric_initial - 1e-3:
             reason = f"the metric got worse ({metric_initial:.4f} -> {metric_final:.4f} nats)"
         else:

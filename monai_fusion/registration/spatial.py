@@ -180,10 +180,29 @@ class DisplacementField(SpatialTransform):
     def linear_part(self) -> AffineTransform:
         return AffineTransform.identity(self.dims)
 
+    def jacobian_determinant(self) -> torch.Tensor:
+        """``det(I + du/dx)`` at the voxels of ``grid`` (float64, ``grid.shape``): the local volume
+        change of ``x -> x + u(x)``; at or below 0 the map folds (space turns inside out there).
+
+        Derivatives along the grid axes by central differences (one-sided on the faces), turned into
+        world derivatives with the grid's affine, so oblique and flipped grids give the same values.
+        """
+        dims = self.dims
+        field = self.field.detach().to(device="cpu", dtype=torch.float64)
+        by_index = torch.zeros((*self.grid.shape, dims, dims), dtype=torch.float64)  # d u_i / d index_j
+        for j in range(dims):
+            if self.grid.shape[j] > 1:
+                by_index[..., :, j] = torch.stack([torch.gradient(component, dim=j)[0] for component in field], dim=-1)
+        index_per_mm = torch.as_tensor(np.linalg.inv(np.asarray(self.grid.affine, dtype=np.float64)[:dims, :dims]))
+        return torch.linalg.det(torch.eye(dims, dtype=torch.float64) + by_index @ index_per_mm)
+
     def summary(self) -> dict:
         magnitude = self.field.norm(dim=0)
+        determinant = self.jacobian_determinant()
         return {"type": "displacement_field", "grid_shape": list(self.grid.shape), "grid_affine_ras": self.grid.affine.tolist(),
-                "max_displacement_mm": float(magnitude.max()), "mean_displacement_mm": float(magnitude.mean())}
+                "max_displacement_mm": float(magnitude.max()), "mean_displacement_mm": float(magnitude.mean()),
+                "min_jacobian_determinant": float(determinant.min()),
+                "folded_fraction": float((determinant <= 0).to(torch.float64).mean())}
 
 
 @dataclass
