@@ -92,6 +92,7 @@ from monai_fusion.registration import (  # noqa: E402
     resample,
 )
 from monai_fusion.registration.elastix_backend import elastix_available  # noqa: E402
+from monai_fusion.registration.spatial import deformation_regularity  # noqa: E402
 from monai_fusion.registration.evaluation import (  # noqa: E402
     downsample,
     foreground_points,
@@ -307,12 +308,12 @@ def deformable(methods: list[str], seeds: int) -> None:
             if backend == "elastix":
                 options = {"backend": "elastix", "model": models, "init": "identity"}
             unmoved = register(fixed, moving, **options)
-            errors, times, regularity = [], [], [field_regularity(unmoved.transform)]
+            errors, times, regularity = [], [], [deformation_regularity(unmoved.transform)]
             for warp, moved_image in zip(warps, moved_images):
                 result = register(fixed, moved_image, **options)
                 errors.append(recovery_error(result.transform, warp, unmoved.transform, points))
                 times.append(result.seconds)
-                regularity.append(field_regularity(result.transform))
+                regularity.append(deformation_regularity(result.transform))
             means = np.array([e.mean() for e in errors])
             rows.append({"pair": f"{fixed_name} <- {moving_name}", "method": name,
                          "warp before (mm)": f"{before:.2f}", "mean TRE (mm)": f"{means.mean():.3f}",
@@ -324,17 +325,6 @@ def deformable(methods: list[str], seeds: int) -> None:
     print(f"\n### Deformable: known smooth warps (max 4 mm, 80 mm wavelength) of the 2 mm templates ({seeds} seeds)\n")
     print(markdown(rows, ["pair", "method", "warp before (mm)", "mean TRE (mm)", "worst seed mean", "p95 TRE (mm)",
                           "min det J", "folded (%)", "time (s)"]))
-
-
-def field_regularity(transform) -> tuple[float, float]:
-    """Smallest Jacobian determinant of a result's displacement field and the fraction of its grid
-    where it is <= 0 (folded), over the field's whole grid (1.0 and 0 for a linear result)."""
-    fields = [t for t in getattr(transform, "transforms", [transform]) if isinstance(t, DisplacementField)]
-    if not fields:
-        return 1.0, 0.0
-    determinants = [f.jacobian_determinant() for f in fields]
-    return (min(float(d.min()) for d in determinants),
-            max(float((d <= 0).to(torch.float64).mean()) for d in determinants))
 
 
 # ----------------------------------------------------------------------------------------------- scaling

@@ -1,4 +1,5 @@
-"""DisplacementField's Jacobian determinant (local volume change, folding) and its summary."""
+"""DisplacementField's Jacobian determinant (local volume change, folding), its summary, and the
+regularity check that keeps a folded registration from being reported as converged."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from monai_fusion.registration import ImageGrid
-from monai_fusion.registration.spatial import DisplacementField
+from monai_fusion.registration.spatial import DisplacementField, deformation_regularity
 
 
 def oblique_grid(shape, spacing=(2.0, 1.5, 3.0)) -> ImageGrid:
@@ -84,6 +85,9 @@ def test_a_folding_deformation_is_not_reported_as_converged():
     reports = [LevelReport("bspline", 1.0, 40, 0.5, 0.6, 4000, "converged")]
     assert folding_problem(CompositeTransform([field_of(grid, smooth), linear])) == ""
     assert _judge(reports, CompositeTransform([field_of(grid, smooth), linear]), 0.5, 0.6) == (True, "converged")
+    smallest, share = deformation_regularity(CompositeTransform([linear, field_of(grid, folded)]))
+    assert smallest < 0 and 0 < share < 0.5
+    assert deformation_regularity(linear) == (1.0, 0.0)
     reason = folding_problem(CompositeTransform([field_of(grid, folded), linear]))
     assert reason.startswith("the deformation folds in ") and "regularisation" in reason
     assert _judge(reports, CompositeTransform([field_of(grid, folded), linear]), 0.5, 0.6) == (False, reason)

@@ -34,7 +34,7 @@ from monai_fusion.registration.orientation import SEARCH_MIN_SAMPLES, Orientatio
 from monai_fusion.registration.pyramid import LevelSpec, level_specs
 from monai_fusion.registration.result import LevelReport, RegistrationResult
 from monai_fusion.registration.settings import RegistrationSettings, resolve_settings, stages_of
-from monai_fusion.registration.spatial import DisplacementField, SpatialTransform, as_transform
+from monai_fusion.registration.spatial import SpatialTransform, as_transform, deformation_regularity
 
 __all__ = ["register", "register_torch", "evaluate_metric", "adapter_result", "orientation_start", "folding_problem",
            "BACKENDS"]
@@ -363,13 +363,10 @@ def folding_problem(transform: SpatialTransform) -> str:
     A folded map sends two places to one and turns space inside out between them: the resampled
     image looks plausible and is wrong there, so such a result is not reported as converged.
     """
-    fields = [t for t in getattr(transform, "transforms", [transform]) if isinstance(t, DisplacementField)]
-    for field in fields:
-        determinant = field.jacobian_determinant()
-        folded = float((determinant <= 0).to(torch.float64).mean())
-        if folded > 0:
-            return (f"the deformation folds in {folded:.2%} of its grid (Jacobian determinant down to "
-                    f"{float(determinant.min()):.2f}); raise the regularisation or use a coarser control grid")
+    smallest, folded = deformation_regularity(transform)
+    if folded > 0:
+        return (f"the deformation folds in {folded:.2%} of its grid (Jacobian determinant down to {smallest:.2f}); "
+                "raise the regularisation or use a coarser control grid")
     return ""
 
 
@@ -390,8 +387,8 @@ def adapter_result(fixed_img: SpatialImage, moving_img: SpatialImage, fixed_mask
             reason = "the final metric is not finite"
         elif not (_DETERMINANT_RANGE[0] <= determinant <= _DETERMINANT_RANGE[1]):
             reason = f"degenerate transform (determinant {determinant:.3g} of its linear part)"
-        elif folding_problem(transform):
-            reason = folding_problem(transform)
+        elif folding := folding_problem(transform):
+            reason = folding
         elif metric_final < metric_initial - 1e-3:
             reason = f"the metric got worse ({metric_initial:.4f} -> {metric_final:.4f} nats)"
         else:

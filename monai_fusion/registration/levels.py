@@ -92,8 +92,8 @@ class LevelData:
         The moving values come from ``grid_sampler`` and their coordinate gradient from its backward
         kernel, called directly; MI and its gradient in the values from
         :func:`~monai_fusion.registration.mattes.mutual_information_and_gradient`. No autograd graph:
-        on a few thousand samples its bookkeeping cost as much as the arithmetic (measured 0.5 ms of
-        the 1.6 ms of an iteration).
+        on a few thousand samples its bookkeeping is a good part of the cost (measured on 4000
+        samples: 1.14 ms with autograd, 0.93 ms without).
         """
         dims = combined.shape[0]
         with torch.no_grad():

@@ -25,7 +25,7 @@ from monai_fusion.registration.interpolation import grid_sample_points
 
 __all__ = [
     "SpatialTransform", "AffineTransform", "DisplacementField", "CompositeTransform", "as_transform",
-    "transform_to_record", "transform_from_record",
+    "transform_to_record", "transform_from_record", "deformation_regularity",
 ]
 
 
@@ -203,6 +203,18 @@ class DisplacementField(SpatialTransform):
                 "max_displacement_mm": float(magnitude.max()), "mean_displacement_mm": float(magnitude.mean()),
                 "min_jacobian_determinant": float(determinant.min()),
                 "folded_fraction": float((determinant <= 0).to(torch.float64).mean())}
+
+
+def deformation_regularity(transform: SpatialTransform) -> tuple[float, float]:
+    """``(smallest Jacobian determinant, folded share)`` over the displacement fields of ``transform``
+    (:meth:`DisplacementField.jacobian_determinant` on each field's grid; ``(1.0, 0.0)`` for a linear one)."""
+    fields = [t for t in getattr(transform, "transforms", [transform]) if isinstance(t, DisplacementField)]
+    smallest, folded = 1.0, 0.0
+    for field in fields:
+        determinant = field.jacobian_determinant()
+        smallest = min(smallest, float(determinant.min()))
+        folded = max(folded, float((determinant <= 0).to(torch.float64).mean()))
+    return smallest, folded
 
 
 @dataclass
