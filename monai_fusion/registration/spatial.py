@@ -131,6 +131,10 @@ class AffineTransform(SpatialTransform):
         return {"type": "affine", "kind": self.kind, "affine_ras": self.matrix.tolist(), "centre_ras": self.centre.tolist()}
 
 
+#: Voxels per slab of :meth:`DisplacementField.jacobian_determinant` (about 80 MB of float64 temporaries).
+_DETERMINANT_SLAB_VOXELS = 1_000_000
+
+
 @dataclass
 class DisplacementField(SpatialTransform):
     """``y = x + u(x)``: ``field`` ``(D, *grid.shape)`` holds RAS displacements in mm at the voxels of ``grid``.
@@ -181,23 +185,39 @@ class DisplacementField(SpatialTransform):
         return AffineTransform.identity(self.dims)
 
     def jacobian_determinant(self) -> torch.Tensor:
-        """``det(I + du/dx)`` at the voxels of ``grid`` (float64, ``grid.shape``): the local volume
-        change of ``x -> x + u(x)``; at or below 0 the map folds (space turns inside out there).
+        """``det(I + du/dx)`` at the voxels of ``grid`` (float32, ``grid.shape``, on the CPU): the local
+        volume change of ``x -> x + u(x)``; at or below 0 the map folds (space turns inside out there).
 
         Derivatives along the grid axes by central differences (one-sided on the faces), turned into
         world derivatives with the grid's affine, so oblique and flipped grids give the same values.
+        Computed in float64 in slabs of the first axis, so a full-resolution field (an adapter's, on a
+        512x512x100 grid) needs tens of MB, not gigabytes. The result is kept: a field is not
+        modified after it is made, and the convergence check and the summary both ask for it.
         """
-        dims = self.dims
-        field = self.field.detach().to(device="cpu", dtype=torch.float64)
-        by_index = torch.zeros((*self.grid.shape, dims, dims), dtype=torch.float64)  # d u_i / d index_j
-        for j in range(dims):
-            if self.grid.shape[j] > 1:
-                by_index[..., :, j] = torch.stack([torch.gradient(component, dim=j)[0] for component in field], dim=-1)
+        cached = getattr(self, "_determinant", None)
+        if cached is not None:
+            return cached
+        dims, shape = self.dims, self.grid.shape
+        field = self.field.detach().to(device="cpu")
         index_per_mm = torch.as_tensor(np.linalg.inv(np.asarray(self.grid.affine, dtype=np.float64)[:dims, :dims]))
-        return torch.linalg.det(torch.eye(dims, dtype=torch.float64) + by_index @ index_per_mm)
+        out = torch.empty(shape, dtype=torch.float32)
+        slab = max(1, _DETERMINANT_SLAB_VOXELS // max(1, int(np.prod(shape[1:]))))
+        for start in range(0, shape[0], slab):
+            stop = min(start + slab, shape[0])
+            lo, hi = max(start - 1, 0), min(stop + 1, shape[0])  # one neighbour each side for the axis-0 differences
+            part = field[:, lo:hi].to(torch.float64)
+            by_index = torch.zeros((*part.shape[1:], dims, dims), dtype=torch.float64)  # d u_i / d index_j
+            for j in range(dims):
+                if part.shape[j + 1] > 1:
+                    by_index[..., :, j] = torch.stack([torch.gradient(c, dim=j)[0] for c in part], dim=-1)
+            jacobian = torch.eye(dims, dtype=torch.float64) + by_index[start - lo: start - lo + stop - start] @ index_per_mm
+            out[start:stop] = torch.linalg.det(jacobian).to(torch.float32)
+        self._determinant = out
+        return out
 
     def summary(self) -> dict:
-        magnitude = self.field.norm(dim=0)
+        field = self.field.detach()
+        magnitude = torch.sqrt(sum(component * component for component in field))  # norm(dim=0) is slow on CPU
         determinant = self.jacobian_determinant()
         return {"type": "displacement_field", "grid_shape": list(self.grid.shape), "grid_affine_ras": self.grid.affine.tolist(),
                 "max_displacement_mm": float(magnitude.max()), "mean_displacement_mm": float(magnitude.mean()),
