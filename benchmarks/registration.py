@@ -32,7 +32,7 @@ Sections (Markdown tables on stdout):
     points as in ``accuracy`` (``|W(T_warped(p)) - T_unmoved(p)|``) next to the warp's own mean size,
     and the regularity of the fields: the smallest Jacobian determinant over all of a method's
     registrations of the pair and the largest fraction of a field's grid where it is <= 0 (folded).
-    ``torch bspline, weak`` is the engine with a tenth of its default bending-energy weight: about
+    ``torch bspline, weak`` is the engine with a quarter of its default bending-energy weight: about
     elastix's default regularity, for a like-for-like accuracy comparison.
 
 ``scaling``

@@ -44,7 +44,7 @@ BACKENDS = ("torch", "simpleitk", "elastix")
 #: A linear result whose determinant leaves this range is reported as degenerate.
 _DETERMINANT_RANGE = (0.2, 5.0)
 #: Default regularisation weights of the deformable models (bending energy / diffusion).
-_DEFAULT_REGULARISATION = {"bspline": 0.005, "dense": 0.5, "diffeomorphic": 0.5}
+_DEFAULT_REGULARISATION = {"bspline": 0.002, "dense": 0.5, "diffeomorphic": 0.5}
 #: First step of the stochastic finish, as a fraction of the finest level's voxel size (0.05 mm at 2 mm).
 _FINISH_FIRST_STEP = 0.025
 
