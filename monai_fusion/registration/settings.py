@@ -81,7 +81,9 @@ class RegistrationSettings:
         min_step_fraction: ... or below this fraction of the level's voxel size, whichever is larger.
         bspline_spacing_mm: control-point spacing of ``"bspline"``.
         field_spacing_mm: grid spacing of the ``"dense"``/``"diffeomorphic"`` fields.
-        regularisation: weight of the bending energy (B-spline) or diffusion (dense) term.
+        regularisation: weight of the bending energy (B-spline; default 0.002) or diffusion (dense,
+            diffeomorphic; default 0.5) term. Lower values follow finer detail and can fold the field
+            (a folded result is reported as not converged; docs/registration.md, "Presets").
         min_overlap: stop (not converged) when fewer than this fraction of the fixed samples
             map inside the moving image (and mask).
         seed: seed of the sampling; the same seed gives the same result.
