@@ -63,3 +63,24 @@ def test_html_report_is_self_contained():
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
     assert "<script>" not in page and "&lt;script&gt;" in page  # text is escaped
     assert "src='http" not in page and "href=" not in page  # nothing external
+
+
+def test_html_report_states_whether_a_deformation_folds():
+    from monai_fusion.workflows.report import render_html
+
+    field = {"type": "displacement_field", "max_displacement_mm": 4.2, "mean_displacement_mm": 1.25,
+             "min_jacobian_determinant": -0.3, "folded_fraction": 0.012}
+    registration = {"converged": False, "reason": "the deformation folds", "model": "rigid+bspline",
+                    "transform": {"type": "composite", "transforms": [field, {"type": "affine"}]}}
+    report = {"task": "ct-mri", "method": "average", "versions": {"monai-fusion": "0", "monai": "1", "torch": "2"},
+              "reference": {"role": "fixed", "modality": "MR", "modality_name": "MRI"}, "seconds": 1.0,
+              "contribution_mean": 0.5, "registration": registration, "metrics": {}, "timings": {}, "inputs": {},
+              "outputs": {}, "warnings": []}
+    page = render_html(report)
+    assert "Deformation: up to 4.2 mm (mean 1.25 mm), smallest Jacobian determinant -0.30" in page
+    assert "folds in 1.20% of its grid" in page
+    smooth = dict(field, min_jacobian_determinant=0.6, folded_fraction=0.0)
+    registration["transform"] = smooth
+    assert "the field does not fold" in render_html(report)
+    registration["transform"] = {"type": "affine"}
+    assert "Deformation:" not in render_html(report)

@@ -111,6 +111,15 @@ def _key_values(mapping: dict) -> str:
     return "<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th>{_cell(v)}</tr>" for k, v in mapping.items()) + "</table>"
 
 
+def _displacement_summaries(transform: dict | None) -> list[dict]:
+    """The displacement-field summaries inside a transform summary (composites searched)."""
+    if not isinstance(transform, dict):
+        return []
+    if transform.get("type") == "displacement_field":
+        return [transform]
+    return [f for t in transform.get("transforms", []) for f in _displacement_summaries(t)]
+
+
 def _png_data_uri(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
@@ -151,6 +160,12 @@ def render_html(report: dict, montage=None) -> str:
                          f"against {unrotated} unrotated, on a coarse level). Check the checkerboard.</p>")
         elif search:
             parts.append("<p>Orientation search: the scanners' pose was kept (no axis-aligned rotation fitted clearly better).</p>")
+        for field in _displacement_summaries(registration.get("transform")):
+            folded = field.get("folded_fraction", 0.0)
+            state = (f"<span class='bad'>folds in {folded:.2%} of its grid</span>" if folded > 0 else "does not fold")
+            parts.append(f"<p>Deformation: up to {field['max_displacement_mm']:.1f} mm (mean "
+                         f"{field['mean_displacement_mm']:.2f} mm), smallest Jacobian determinant "
+                         f"{field.get('min_jacobian_determinant', float('nan')):.2f}; the field {state}.</p>")
         if "affine_ras" in registration:
             matrix = "".join("<tr>" + "".join(f'<td class="num">{v:+.4f}</td>' for v in row) + "</tr>" for row in registration["affine_ras"])
             parts.append(f"<p>Transform, fixed world &rarr; moving world (RAS mm):</p><table>{matrix}</table>")
