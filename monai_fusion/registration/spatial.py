@@ -218,23 +218,21 @@ class DisplacementField(SpatialTransform):
     def summary(self) -> dict:
         field = self.field.detach()
         magnitude = torch.sqrt(sum(component * component for component in field))  # norm(dim=0) is slow on CPU
-        determinant = self.jacobian_determinant()
+        smallest, folded = deformation_regularity(self)
         return {"type": "displacement_field", "grid_shape": list(self.grid.shape), "grid_affine_ras": self.grid.affine.tolist(),
                 "max_displacement_mm": float(magnitude.max()), "mean_displacement_mm": float(magnitude.mean()),
-                "min_jacobian_determinant": float(determinant.min()),
-                "folded_fraction": float((determinant <= 0).to(torch.float64).mean())}
+                "min_jacobian_determinant": smallest, "folded_fraction": folded}
 
 
 def deformation_regularity(transform: SpatialTransform) -> tuple[float, float]:
     """``(smallest Jacobian determinant, folded share)`` over the displacement fields of ``transform``
     (:meth:`DisplacementField.jacobian_determinant` on each field's grid; ``(1.0, 0.0)`` for a linear one)."""
     fields = [t for t in getattr(transform, "transforms", [transform]) if isinstance(t, DisplacementField)]
-    smallest, folded = 1.0, 0.0
-    for field in fields:
-        determinant = field.jacobian_determinant()
-        smallest = min(smallest, float(determinant.min()))
-        folded = max(folded, float((determinant <= 0).to(torch.float64).mean()))
-    return smallest, folded
+    if not fields:
+        return 1.0, 0.0
+    determinants = [field.jacobian_determinant() for field in fields]
+    return (min(float(d.min()) for d in determinants),
+            max(float((d <= 0).to(torch.float64).mean()) for d in determinants))
 
 
 @dataclass
