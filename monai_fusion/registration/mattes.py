@@ -137,12 +137,21 @@ def _cubic_window_slopes(f: torch.Tensor) -> torch.Tensor:
     return torch.stack((-0.5 * g * g, f * (1.5 * f - 2.0), g * (2.0 - 1.5 * g), 0.5 * f * f))
 
 
+def _window_offsets(k: int, bins: int, device) -> torch.Tensor:
+    """Flat histogram offsets ``(K * 4,)`` of a sample's ``K`` fixed rows and four moving columns from its first.
+
+    :func:`fixed_parzen_terms` makes a sample's rows consecutive (``rows[k] = rows[0] + k * bins``),
+    so one broadcast add of these offsets to ``rows[0] + first column`` gives every index; adding
+    the ``(K, 4, N)`` row and column grids instead costs a fifth of the whole forward pass.
+    """
+    return (torch.arange(k, device=device)[:, None] * bins + torch.arange(4, device=device)[None, :]).reshape(-1)
+
+
 def _mi_forward(moving_t: torch.Tensor, rows: torch.Tensor, fixed_w: torch.Tensor, bins: int):
     """MI of the Parzen joint histogram and what :func:`_mi_backward` needs."""
     first, moving_w = cubic_window_weights(moving_t)
     f = moving_t - torch.floor(moving_t)
-    columns = first[None] + torch.arange(4, device=moving_t.device)[:, None]  # (4, N)
-    flat_index = (rows[:, None, :] + columns[None, :, :]).reshape(-1)
+    flat_index = ((rows[0] + first)[None, :] + _window_offsets(rows.shape[0], bins, moving_t.device)[:, None]).reshape(-1)
     values = (fixed_w[:, None, :] * moving_w[None, :, :]).reshape(-1)
     histogram = torch.zeros(bins * bins, dtype=values.dtype, device=values.device).scatter_add_(0, flat_index, values)
     total = histogram.sum().clamp_min(1e-12)
