@@ -146,7 +146,7 @@ def intensity_range(data: torch.Tensor, mask: torch.Tensor | None, percentiles) 
     values = data.reshape(-1) if mask is None else data.reshape(-1)[mask.reshape(-1) > 0.5]
     if values.numel() == 0:
         return 0.0, 1.0
-    lo, hi = float(values.min()), float(values.max())
+    lo, hi = (float(v) for v in torch.aminmax(values))
     lo_p, hi_p = percentiles
     if hi <= lo or (lo_p <= 0 and hi_p >= 100):
         return lo, hi

@@ -70,15 +70,21 @@ class RegistrationSettings:
         finishing: ``"off"`` or ``"stochastic"``: after each linear stage's finest level, polish the
             result on fresh sample batches (Adam, averaged; :func:`~monai_fusion.registration.optimise.finish_stochastic`).
             More consistent results (recovery error of known motions on the 2 mm templates: rigid
-            0.055-0.083 -> 0.024-0.066 mm, affine 0.074-0.200 -> 0.052-0.104 mm) for about 0.3 s
+            0.052-0.088 -> 0.024-0.064 mm, affine 0.092-0.165 -> 0.065-0.115 mm; a result's spread
+            between sample seeds 0.06-0.30 -> 0.04-0.15 mm) for about 0.3 s
             more per linear stage there. Torch backend only (the adapters ignore it).
         finishing_iterations: iterations of the stochastic finish.
         finishing_samples: fixed samples per iteration of the stochastic finish.
         iterations: maximum iterations per level of linear stages (one value, or one per level).
         deformable_iterations: maximum iterations per level of a deformable stage.
-        step_fraction: first step of each level as a fraction of its voxel size.
-        min_step_mm: a level has converged when every step is below this (mm).
+        step_fraction: first step of the coarsest level as a fraction of its voxel size.
+        refine_step_fraction: first step of every finer level, as a fraction of its voxel size
+            (the level starts from the coarser level's answer).
+        min_step_mm: the finest level has converged when every step is below this (mm).
         min_step_fraction: ... or below this fraction of the level's voxel size, whichever is larger.
+        coarse_min_step_fraction: the same fraction for the coarser levels (0.04: 0.32 mm at an
+            8 mm level). Stopping them earlier (0.08) saves their iterations but the finest level,
+            the expensive one, then needs more: 2-3 % less time on moved template pairs.
         bspline_spacing_mm: control-point spacing of ``"bspline"``.
         field_spacing_mm: grid spacing of the ``"dense"``/``"diffeomorphic"`` fields.
         regularisation: weight of the bending energy (B-spline; default 0.002) or diffusion (dense,
