@@ -286,6 +286,7 @@ def _run_stages(stages, fixed_img, centre, radius, start, pyramid, linear_specs,
                 optimizer=settings.deformable_optimizer if deformable else settings.optimizer,
                 min_overlap=settings.min_overlap,
                 regularisation=weight if deformable else 0.0,
+                fold_penalty=settings.fold_penalty if stage == "bspline" else 0.0,
             )
             reports.append(report)
             if report.stop not in ("converged", "max_iterations"):

@@ -39,10 +39,16 @@ __all__ = ["optimise_level", "finish_stochastic"]
 FINISH_POOL = 200_000
 
 _GROW, _SHRINK = 1.2, 0.5
+#: Adam has converged when the objective has not improved by this fraction for 10 iterations. 1e-6 let
+#: weakly regularised B-spline fields creep on to the iteration limit (fitting detail worth nothing);
+#: 1e-5 stops them in 170-230 iterations, and leaves the default's results as they were (exact case
+#: 1.050 mm either way, T1<-PET 2.671 -> 2.663 mm consistency).
+_STALL_TOLERANCE = 1e-5
 
 
 def optimise_level(model, level: LevelData, *, model_name: str, iterations: int, first_step: float, min_step: float,
-                   optimizer: str, min_overlap: float, regularisation: float = 0.0) -> LevelReport:
+                   optimizer: str, min_overlap: float, regularisation: float = 0.0,
+                   fold_penalty: float = 0.0) -> LevelReport:
     """Run one optimisation; the model's parameters are updated in place."""
     params = model.parameters
 
@@ -58,6 +64,8 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
         loss = -mi
         if regularisation:
             loss = loss + regularisation * model.regulariser()
+        if fold_penalty:
+            loss = loss + fold_penalty * model.fold_penalty()
         return loss, mi, overlap, None
 
     def gradients(loss: torch.Tensor, loss_gradient) -> list[torch.Tensor]:
@@ -90,7 +98,7 @@ def optimise_level(model, level: LevelData, *, model_name: str, iterations: int,
             adam.step()
             for group in adam.param_groups:
                 group["lr"] *= decay
-            improved = loss_value < best - 1e-6 * max(abs(best), 1e-3) if math.isfinite(best) else True
+            improved = loss_value < best - _STALL_TOLERANCE * max(abs(best), 1e-3) if math.isfinite(best) else True
             best = min(best, loss_value)
             stall = 0 if improved else stall + 1
             if stall >= 10:

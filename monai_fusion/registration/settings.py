@@ -90,6 +90,10 @@ class RegistrationSettings:
         regularisation: weight of the bending energy (B-spline; default 0.002) or diffusion (dense,
             diffeomorphic; default 0.5) term. Lower values follow finer detail and can fold the field
             (a folded result is reported as not converged; docs/registration.md, "Presets").
+        fold_penalty: weight of a penalty on the B-spline field's Jacobian determinant falling below
+            0.5 (``mean(relu(0.5 - det J)**2)`` on a lattice of half the control spacing), added to
+            the bending energy; 0 (default) turns it off. Lets a weak ``regularisation`` follow
+            finer detail without folding (docs/registration.md, "Presets"). B-spline stages only.
         min_overlap: stop (not converged) when fewer than this fraction of the fixed samples
             map inside the moving image (and mask).
         seed: seed of the sampling; the same seed gives the same result.
@@ -130,6 +134,7 @@ class RegistrationSettings:
     bspline_spacing_mm: float = 20.0
     field_spacing_mm: float = 4.0
     regularisation: float | None = None
+    fold_penalty: float = 0.0
     min_overlap: float = 0.1
     seed: int = 0
     cpu_threads: int | None = 1
@@ -199,6 +204,11 @@ def _validate(s: RegistrationSettings) -> None:
     if s.optimizer not in OPTIMIZERS or s.deformable_optimizer not in OPTIMIZERS:
         raise InputError(f"unknown optimizer {s.optimizer!r} / deformable_optimizer {s.deformable_optimizer!r}; "
                          f"choose from {OPTIMIZERS}")
+    if not s.fold_penalty >= 0:
+        raise InputError(f"fold_penalty must be >= 0, got {s.fold_penalty}")
+    if s.fold_penalty > 0 and any(stage in ("dense", "diffeomorphic") for stage in stages_of(s.model)):
+        raise InputError("fold_penalty applies to the 'bspline' model only; use the 'diffeomorphic' model for a "
+                         "fold-free dense field")
     if s.finishing not in FINISHINGS:
         raise InputError(f"unknown finishing {s.finishing!r}; choose from {FINISHINGS}")
     if s.finishing_iterations < 1 or s.finishing_samples < 100:
