@@ -93,7 +93,8 @@ class RegistrationSettings:
         fold_penalty: weight of a penalty on the B-spline field's Jacobian determinant falling below
             0.5 (``mean(relu(0.5 - det J)**2)`` on a lattice of half the control spacing), added to
             the bending energy; 0 (default) turns it off. Lets a weak ``regularisation`` follow
-            finer detail without folding (docs/registration.md, "Presets"). B-spline stages only.
+            finer detail without folding (docs/registration.md, "Presets"). B-spline stages of the
+            torch backend only (the adapters ignore it).
         min_overlap: stop (not converged) when fewer than this fraction of the fixed samples
             map inside the moving image (and mask).
         seed: seed of the sampling; the same seed gives the same result.
