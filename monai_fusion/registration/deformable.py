@@ -74,6 +74,7 @@ class BSplineModel:
         self.n_control = tuple(int(math.floor((s - 1) / h)) + 4 for s, h in zip(self.grid.shape, self.knot_step))
         self.coefficients = torch.zeros((self.grid.dims, *self.n_control), device=device, requires_grad=True)
         self._prepared = None
+        self._lattice = None  # see _lattice_bases
 
     @property
     def parameters(self) -> list[torch.Tensor]:
@@ -118,7 +119,7 @@ class BSplineModel:
     def _lattice_bases(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Cubic B-spline values and index derivatives at every knot and half-knot inside the grid, per axis,
         and the matrix from fixed-index to world derivatives."""
-        if getattr(self, "_lattice", None) is None:
+        if self._lattice is None:
             values, slopes = [], []
             for axis in range(self.grid.dims):
                 step = float(self.knot_step[axis])
