@@ -33,16 +33,18 @@ class BinMapping:
     hi: float
     bins: int
 
+    @property
+    def scale(self) -> float:
+        """Bins per intensity unit."""
+        return (self.bins - 1 - 2 * PADDING_BINS) / max(self.hi - self.lo, 1e-12)
+
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
-        usable = self.bins - 1 - 2 * PADDING_BINS
-        scale = usable / max(self.hi - self.lo, 1e-12)
-        t = (values - self.lo) * scale + PADDING_BINS
+        t = (values - self.lo) * self.scale + PADDING_BINS
         return t.clamp(PADDING_BINS, self.bins - 1 - PADDING_BINS)
 
     def with_slope(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Bin coordinates of ``values`` and their derivative (0 where the clamp holds them, as autograd's)."""
-        usable = self.bins - 1 - 2 * PADDING_BINS
-        scale = usable / max(self.hi - self.lo, 1e-12)
+        scale = self.scale
         t = (values - self.lo) * scale + PADDING_BINS
         inside = (t >= PADDING_BINS) & (t <= self.bins - 1 - PADDING_BINS)
         return t.clamp(PADDING_BINS, self.bins - 1 - PADDING_BINS), inside.to(values.dtype) * scale
